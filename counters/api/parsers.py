@@ -1,0 +1,34 @@
+import json
+
+from django.conf import settings
+from rest_framework.exceptions import ParseError
+from rest_framework.parsers import JSONParser
+
+from counters.exceptions import PayloadTooLarge
+
+
+class NonFinite(str):
+    """Stands for a NaN or Infinity literal, so validation can call it an invalid number rather
+    than the parser calling the whole body malformed."""
+
+
+class StrictJSONParser(JSONParser):
+    """JSON bodies up to ``DATA_UPLOAD_MAX_MEMORY_SIZE`` bytes.
+
+    DRF reads the request stream directly, which skips Django's own body-size check, so the limit
+    is enforced here, against both the declared length and the bytes actually read.
+    """
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        request = parser_context["request"] if parser_context else None
+        declared = request.META.get("CONTENT_LENGTH") if request is not None else None
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(f"The body is larger than {limit} bytes.", {"limit": limit})
+        raw = stream.read(limit + 1)
+        if len(raw) > limit:
+            raise PayloadTooLarge(f"The body is larger than {limit} bytes.", {"limit": limit})
+        try:
+            return json.loads(raw.decode("utf-8"), parse_constant=NonFinite)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise ParseError(f"The body is not valid JSON: {error}") from None

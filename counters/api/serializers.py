@@ -1,0 +1,245 @@
+"""Validation and representation of API bodies. Strict: JSON integers only (no bools, floats or
+strings), times with an explicit offset, unknown fields refused."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from counters.models import LIMITS, CounterType
+from counters.names import NAMESPACE_PATTERN, counter_name_problem, is_valid_namespace
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+@extend_schema_field(OpenApiTypes.INT64)
+class StrictIntegerField(serializers.Field):
+    default_error_messages = {
+        "invalid": "Must be a JSON integer.",
+        "range": "Must be between {low} and {high}.",
+    }
+
+    def __init__(self, *, low: int, high: int, **kwargs):
+        self.low, self.high = low, high
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        # bool is a subclass of int in Python; JSON true is not a number.
+        if type(data) is not int:
+            self.fail("invalid")
+        if not self.low <= data <= self.high:
+            self.fail("range", low=self.low, high=self.high)
+        return data
+
+    def to_representation(self, value):
+        return value
+
+
+@extend_schema_field(OpenApiTypes.STR)
+class StrictCharField(serializers.CharField):
+    """A string that must be a JSON string (DRF's CharField would turn 5 into "5")."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+@extend_schema_field(OpenApiTypes.DATETIME)
+class Rfc3339Field(serializers.Field):
+    default_error_messages = {"invalid": "Must be an RFC 3339 time with an explicit offset."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        try:
+            value = dt.datetime.fromisoformat(data)
+        except ValueError:
+            self.fail("invalid")
+        if value.tzinfo is None:
+            self.fail("invalid")
+        return value
+
+    def to_representation(self, value):
+        return format_time(value)
+
+
+def format_time(value: dt.datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+class StrictSerializer(serializers.Serializer):
+    """Refuses bodies that are not objects and fields it does not know."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            raise serializers.ValidationError({"non_field_errors": ["Must be a JSON object."]})
+        unknown = sorted(set(data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError({field: ["Unknown field."] for field in unknown})
+        return super().to_internal_value(data)
+
+
+class TokenSerializer(StrictSerializer):
+    token = StrictCharField(min_length=1, max_length=255, trim_whitespace=False)
+    generation_time = Rfc3339Field()
+
+
+class AddSerializer(StrictSerializer):
+    delta = StrictIntegerField(low=INT64_MIN, high=INT64_MAX)
+    idempotency_token = TokenSerializer(required=False)
+
+
+class ClearSerializer(StrictSerializer):
+    idempotency_token = TokenSerializer(required=False)
+
+
+class CounterNameField(StrictCharField):
+    def __init__(self, **kwargs):
+        super().__init__(trim_whitespace=False, **kwargs)
+
+    def to_internal_value(self, data):
+        problem = counter_name_problem(data)
+        if problem:
+            raise serializers.ValidationError(f"Invalid counter name: {problem}.")
+        return data
+
+
+class BatchItemSerializer(StrictSerializer):
+    counter = CounterNameField()
+    op = serializers.ChoiceField(choices=["add", "clear"], default="add")
+    delta = StrictIntegerField(low=INT64_MIN, high=INT64_MAX, required=False)
+    idempotency_token = TokenSerializer(required=False)
+
+    def validate(self, attrs):
+        if attrs["op"] == "add" and "delta" not in attrs:
+            raise serializers.ValidationError({"delta": ["Required for op 'add'."]})
+        if attrs["op"] == "clear" and attrs.get("delta", 0) != 0:
+            raise serializers.ValidationError({"delta": ["A clear takes no delta."]})
+        return attrs
+
+
+class BatchSerializer(StrictSerializer):
+    """Only the envelope; items are validated one by one so an error can name its index."""
+
+    mutations = serializers.ListField(child=serializers.JSONField(), allow_empty=True)
+
+
+class BatchResultSerializer(serializers.Serializer):
+    counter = serializers.CharField()
+    applied = serializers.BooleanField()
+
+
+class BatchResponseSerializer(serializers.Serializer):
+    results = BatchResultSerializer(many=True)
+
+
+class AddResponseSerializer(serializers.Serializer):
+    namespace = serializers.CharField()
+    counter = serializers.CharField()
+    delta = serializers.IntegerField()
+    applied = serializers.BooleanField()
+
+
+class AddAndGetResponseSerializer(AddResponseSerializer):
+    count = serializers.IntegerField()
+
+
+class ClearResponseSerializer(serializers.Serializer):
+    namespace = serializers.CharField()
+    counter = serializers.CharField()
+    count = serializers.IntegerField()
+    applied = serializers.BooleanField()
+
+
+class CountSerializer(serializers.Serializer):
+    namespace = serializers.CharField()
+    counter = serializers.CharField()
+    count = serializers.IntegerField()
+    consistency = serializers.ChoiceField(choices=CounterType.values)
+    as_of = serializers.DateTimeField(allow_null=True)
+
+
+class CounterListItemSerializer(serializers.Serializer):
+    counter = serializers.CharField()
+    count = serializers.IntegerField()
+    as_of = serializers.DateTimeField(allow_null=True)
+
+
+class CounterListSerializer(serializers.Serializer):
+    results = CounterListItemSerializer(many=True)
+    next = serializers.URLField(allow_null=True)
+
+
+def _limit(field: str, **kwargs) -> StrictIntegerField:
+    low, high = LIMITS[field]
+    return StrictIntegerField(low=low, high=high, **kwargs)
+
+
+class RollupConfigSerializer(StrictSerializer):
+    num_queues = _limit("rollup_num_queues", required=False)
+    coalesce_ms = _limit("rollup_coalesce_ms", required=False)
+    batch_size = _limit("rollup_batch_size", required=False)
+
+
+class NamespaceSerializer(StrictSerializer):
+    """A namespace's configuration; ``name`` and ``counter_type`` are immutable (PATCH refuses them)."""
+
+    name = StrictCharField(max_length=63, help_text=f"Matches {NAMESPACE_PATTERN}; immutable.")
+    counter_type = serializers.ChoiceField(choices=CounterType.values, help_text="Immutable after creation.")
+    ttl_seconds = _limit("ttl_seconds", required=False, allow_null=True)
+    retention_days = _limit("retention_days", required=False)
+    accept_limit_seconds = _limit("accept_limit_seconds", required=False)
+    idempotency_window_seconds = _limit("idempotency_window_seconds", required=False)
+    max_batch_size = _limit("max_batch_size", required=False)
+    rollup = RollupConfigSerializer(required=False)
+    created_at = serializers.DateTimeField(read_only=True)
+
+    def validate_name(self, value: str) -> str:
+        if not is_valid_namespace(value):
+            raise serializers.ValidationError(f"Must match {NAMESPACE_PATTERN}.")
+        return value
+
+    def validate(self, attrs):
+        if self.instance is not None:
+            for field in ("name", "counter_type"):
+                if field in attrs and attrs[field] != getattr(self.instance, field):
+                    raise serializers.ValidationError({field: ["Immutable after creation."]})
+        counter_type = attrs.get("counter_type") or getattr(self.instance, "counter_type", None)
+        if attrs.get("ttl_seconds") is not None and counter_type != CounterType.BEST_EFFORT:
+            raise serializers.ValidationError({"ttl_seconds": ["Only best_effort namespaces expire counters."]})
+        return attrs
+
+    def model_fields(self) -> dict:
+        """The validated data as Namespace model fields."""
+        data = dict(self.validated_data)
+        for key, value in data.pop("rollup", {}).items():
+            data[f"rollup_{key}"] = value
+        return data
+
+    def to_representation(self, instance):
+        return {
+            "name": instance.name,
+            "counter_type": instance.counter_type,
+            "ttl_seconds": instance.ttl_seconds,
+            "retention_days": instance.retention_days,
+            "accept_limit_seconds": instance.accept_limit_seconds,
+            "idempotency_window_seconds": instance.idempotency_window_seconds,
+            "max_batch_size": instance.max_batch_size,
+            "rollup": {
+                "num_queues": instance.rollup_num_queues,
+                "coalesce_ms": instance.rollup_coalesce_ms,
+                "batch_size": instance.rollup_batch_size,
+            },
+            "created_at": format_time(instance.created_at),
+        }
+
+
+class NamespaceListSerializer(serializers.Serializer):
+    results = NamespaceSerializer(many=True)
+    next = serializers.URLField(allow_null=True)

@@ -1,0 +1,282 @@
+"""REST views (API.md): parse, authorize, call a service, render."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+from urllib.parse import urlencode
+
+from django.db import IntegrityError, transaction
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from counters import reads, services
+from counters.api import serializers as s
+from counters.api.auth import HasRole
+from counters.exceptions import InvalidRequest, NamespaceExists, NamespaceNotFound, PayloadTooLarge
+from counters.models import Namespace
+from counters.names import counter_name_problem, is_valid_namespace
+
+# Which serializer fields decide the error code of a 400 (API.md's table).
+_FIELD_CODES = {
+    "delta": "invalid_delta",
+    "idempotency_token": "invalid_token",
+    "counter": "invalid_name",
+    "name": "invalid_name",
+}
+
+
+def invalid(errors: dict, index: int | None = None) -> InvalidRequest:
+    code = next((_FIELD_CODES[field] for field in errors if field in _FIELD_CODES), "invalid_request")
+    details = {"fields": errors}
+    if index is not None:
+        details["index"] = index
+    return InvalidRequest("The request is invalid.", details, code=code)
+
+
+def validated(serializer_class, data, **kwargs):
+    serializer = serializer_class(data=data, **kwargs)
+    if not serializer.is_valid():
+        raise invalid(serializer.errors)
+    return serializer
+
+
+def encode_cursor(value: str) -> str:
+    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+
+
+def decode_cursor(value: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidRequest("Invalid cursor.", {"cursor": value}) from None
+
+
+def page_limit(request: Request) -> int:
+    raw = request.query_params.get("limit", "100")
+    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        raise InvalidRequest("limit must be an integer from 1 to 1000.", {"limit": raw})
+    return int(raw)
+
+
+def next_url(request: Request, last: str | None, **params: str) -> str | None:
+    if last is None:
+        return None
+    query = {key: value for key, value in params.items() if value} | {
+        "limit": request.query_params.get("limit", "100"),
+        "cursor": encode_cursor(last),
+    }
+    return request.build_absolute_uri(f"{request.path}?{urlencode(query)}")
+
+
+class ApiView(APIView):
+    permission_classes = [HasRole]
+    required_roles: dict[str, str] = {}
+
+    def namespace(self, name: str) -> Namespace:
+        """The namespace if it exists and this key reaches it; otherwise 404, so a key cannot
+        learn of namespaces outside its scope."""
+        if not is_valid_namespace(name) or not self.request.auth.reaches(name):
+            raise NamespaceNotFound(f"No namespace {name!r}.")
+        try:
+            return Namespace.objects.get(name=name)
+        except Namespace.DoesNotExist:
+            raise NamespaceNotFound(f"No namespace {name!r}.") from None
+
+
+def check_counter(name: str) -> None:
+    problem = counter_name_problem(name)
+    if problem:
+        raise InvalidRequest(f"Invalid counter name: {problem}.", {"counter": name}, code="invalid_name")
+
+
+def request_token(request: Request, body_token: dict | None) -> services.Token | None:
+    if body_token is not None:
+        return services.Token(body_token["token"], body_token["generation_time"])
+    header = request.headers.get("Idempotency-Key")
+    if header is None:
+        return None
+    if not 1 <= len(header) <= 255:
+        raise InvalidRequest("Idempotency-Key must be 1 to 255 characters.", code="invalid_token")
+    return services.Token(header, dt.datetime.now(dt.UTC))
+
+
+def mutation_response(outcome: services.Outcome) -> Response:
+    headers = {} if outcome.applied else {"Idempotent-Replayed": "true"}
+    return Response(outcome.body, status=outcome.status, headers=headers)
+
+
+class NamespaceListView(ApiView):
+    required_roles = {"GET": "read", "POST": "admin"}
+
+    @extend_schema(
+        parameters=[OpenApiParameter("limit", int), OpenApiParameter("cursor", str)],
+        responses=s.NamespaceListSerializer,
+    )
+    def get(self, request: Request) -> Response:
+        limit = page_limit(request)
+        rows = Namespace.objects.order_by("name")
+        if request.auth.namespaces:
+            rows = rows.filter(name__in=request.auth.namespaces)
+        if cursor := request.query_params.get("cursor"):
+            rows = rows.filter(name__gt=decode_cursor(cursor))
+        page = list(rows[: limit + 1])
+        last = page[limit - 1].name if len(page) > limit else None
+        return Response(
+            {
+                "results": [s.NamespaceSerializer(ns).data for ns in page[:limit]],
+                "next": next_url(request, last),
+            }
+        )
+
+    @extend_schema(request=s.NamespaceSerializer, responses={201: s.NamespaceSerializer})
+    def post(self, request: Request) -> Response:
+        serializer = validated(s.NamespaceSerializer, request.data)
+        try:
+            with transaction.atomic():
+                namespace = Namespace.objects.create(**serializer.model_fields())
+        except IntegrityError:
+            raise NamespaceExists(
+                "A namespace with this name exists.", {"name": serializer.validated_data["name"]}
+            ) from None
+        return Response(s.NamespaceSerializer(namespace).data, status=201)
+
+
+class NamespaceDetailView(ApiView):
+    required_roles = {"GET": "read", "PATCH": "admin", "DELETE": "admin"}
+
+    @extend_schema(responses=s.NamespaceSerializer)
+    def get(self, request: Request, ns: str) -> Response:
+        return Response(s.NamespaceSerializer(self.namespace(ns)).data)
+
+    @extend_schema(request=s.NamespaceSerializer, responses=s.NamespaceSerializer)
+    def patch(self, request: Request, ns: str) -> Response:
+        namespace = self.namespace(ns)
+        serializer = validated(s.NamespaceSerializer, request.data, instance=namespace, partial=True)
+        fields = serializer.model_fields()
+        for field, value in fields.items():
+            setattr(namespace, field, value)
+        namespace.save(update_fields=list(fields) or None)
+        return Response(s.NamespaceSerializer(namespace).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, ns: str) -> Response:
+        services.delete_namespace(self.namespace(ns))
+        return Response(status=204)
+
+
+class CounterView(ApiView):
+    required_roles = {"GET": "read"}
+
+    @extend_schema(responses=s.CountSerializer)
+    def get(self, request: Request, ns: str, name: str) -> Response:
+        namespace = self.namespace(ns)
+        check_counter(name)
+        result = reads.get_count(namespace, name)
+        return Response(
+            {
+                "namespace": namespace.name,
+                "counter": name,
+                "count": result.count,
+                "consistency": namespace.counter_type,
+                "as_of": s.format_time(result.as_of),
+            }
+        )
+
+
+class AddView(ApiView):
+    required_roles = {"POST": "write"}
+    operation = "add"
+
+    @extend_schema(request=s.AddSerializer, responses=s.AddResponseSerializer)
+    def post(self, request: Request, ns: str, name: str) -> Response:
+        namespace = self.namespace(ns)
+        check_counter(name)
+        body = validated(s.AddSerializer, request.data).validated_data
+        mutation = services.Mutation(name, "add", body["delta"], request_token(request, body.get("idempotency_token")))
+        [outcome] = services.mutate(namespace, [mutation], self.operation)
+        return mutation_response(outcome)
+
+
+class AddAndGetView(AddView):
+    operation = "add_and_get"
+
+    @extend_schema(request=s.AddSerializer, responses=s.AddAndGetResponseSerializer)
+    def post(self, request: Request, ns: str, name: str) -> Response:
+        return super().post(request, ns, name)
+
+
+class ClearView(ApiView):
+    required_roles = {"POST": "write"}
+
+    @extend_schema(request=s.ClearSerializer, responses=s.ClearResponseSerializer)
+    def post(self, request: Request, ns: str, name: str) -> Response:
+        namespace = self.namespace(ns)
+        check_counter(name)
+        body = validated(s.ClearSerializer, request.data or {}).validated_data
+        mutation = services.Mutation(name, "clear", 0, request_token(request, body.get("idempotency_token")))
+        [outcome] = services.mutate(namespace, [mutation], "clear")
+        return mutation_response(outcome)
+
+
+class BatchView(ApiView):
+    required_roles = {"POST": "write"}
+
+    @extend_schema(request=s.BatchSerializer, responses=s.BatchResponseSerializer)
+    def post(self, request: Request, ns: str) -> Response:
+        namespace = self.namespace(ns)
+        items = validated(s.BatchSerializer, request.data).validated_data["mutations"]
+        if len(items) > namespace.max_batch_size:
+            raise PayloadTooLarge(
+                f"A batch holds at most {namespace.max_batch_size} mutations.",
+                {"max_batch_size": namespace.max_batch_size, "size": len(items)},
+            )
+        mutations = []
+        for index, item in enumerate(items):
+            serializer = s.BatchItemSerializer(data=item)
+            if not serializer.is_valid():
+                raise invalid(serializer.errors, index)
+            data = serializer.validated_data
+            token = data.get("idempotency_token")
+            mutations.append(
+                services.Mutation(
+                    data["counter"],
+                    data["op"],
+                    data.get("delta", 0),
+                    services.Token(token["token"], token["generation_time"]) if token else None,
+                )
+            )
+        outcomes = services.mutate(namespace, mutations, "batch")
+        return Response({"results": [{"counter": o.counter, "applied": o.applied} for o in outcomes]})
+
+
+class CounterListView(ApiView):
+    required_roles = {"GET": "read"}
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("prefix", str),
+            OpenApiParameter("limit", int),
+            OpenApiParameter("cursor", str),
+        ],
+        responses=s.CounterListSerializer,
+    )
+    def get(self, request: Request, ns: str) -> Response:
+        namespace = self.namespace(ns)
+        limit = page_limit(request)
+        prefix = request.query_params.get("prefix", "")
+        cursor = request.query_params.get("cursor")
+        after = decode_cursor(cursor) if cursor else None
+        page = reads.list_counts(namespace, prefix, after, limit + 1)
+        last = page[limit - 1].counter if len(page) > limit else None
+        return Response(
+            {
+                "results": [
+                    {"counter": c.counter, "count": c.count, "as_of": s.format_time(c.as_of)} for c in page[:limit]
+                ],
+                "next": next_url(request, last, prefix=prefix),
+            }
+        )

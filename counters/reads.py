@@ -1,0 +1,68 @@
+"""Read paths: GetCount and listings for every counter type."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import redis
+
+from counters import besteffort
+from counters.models import CounterType, Namespace
+from rollups import cache, pipeline
+from rollups.models import Checkpoint
+
+
+@dataclass(frozen=True)
+class Count:
+    counter: str
+    count: int
+    as_of: dt.datetime | None
+
+
+def get_count(namespace: Namespace, counter: str) -> Count:
+    """The count as the namespace's type promises it (API.md GetCount)."""
+    if namespace.counter_type == CounterType.BEST_EFFORT:
+        return Count(counter, besteffort.get(namespace.name, counter), None)
+    if namespace.counter_type == CounterType.ACCURATE:
+        counts, as_of = pipeline.live_counts(namespace, [counter])
+        _trigger(namespace, counter)
+        return Count(counter, counts[counter], as_of)
+    return _eventual(namespace, counter)
+
+
+def _eventual(namespace: Namespace, counter: str) -> Count:
+    cached = cache.get(namespace.name, counter)
+    _trigger(namespace, counter)
+    if cached is not None:
+        return Count(counter, cached.count, cached.rollup_ts)
+    checkpoint = Checkpoint.objects.filter(namespace=namespace.name, counter=counter).first()
+    if checkpoint is None:
+        return Count(counter, 0, None)
+    count = int(checkpoint.last_rollup_count)
+    cache.put_many(namespace.name, [(counter, count, checkpoint.last_rollup_ts)])
+    return Count(counter, count, checkpoint.last_rollup_ts)
+
+
+def _trigger(namespace: Namespace, counter: str) -> None:
+    # Reads keep counters converging; a read must not fail because the trigger could not be queued.
+    try:
+        pipeline.trigger_after_read(namespace, counter)
+    except redis.RedisError:
+        pass
+
+
+def list_counts(namespace: Namespace, prefix: str, after: str | None, limit: int) -> list[Count]:
+    """Counters in code-point order after ``after``. For eventual/accurate namespaces a counter is
+    listed once it has a checkpoint (its first rollup, seconds after its first write)."""
+    if namespace.counter_type == CounterType.BEST_EFFORT:
+        live = besteffort.list_counters(namespace.name, prefix, after, limit)
+        return [Count(name, value, None) for name, value in live]
+    rows = Checkpoint.objects.filter(namespace=namespace.name, counter__startswith=prefix)
+    if after is not None:
+        rows = rows.filter(counter__gt=after)
+    page = list(rows.order_by("counter").values_list("counter", "last_rollup_count", "last_rollup_ts")[:limit])
+    if namespace.counter_type == CounterType.ACCURATE and page:
+        counts, as_of = pipeline.live_counts(namespace, [name for name, _, _ in page])
+        return [Count(name, counts[name], as_of) for name, _, _ in page]
+    return [Count(name, int(count), rollup_ts) for name, count, rollup_ts in page]

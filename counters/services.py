@@ -1,0 +1,271 @@
+"""Write paths of the counter service: mutations and namespace management."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from dataclasses import dataclass
+
+import redis
+from django.conf import settings
+from django.db import IntegrityError, OperationalError, connection, transaction
+
+from counters import besteffort, partitions
+from counters.exceptions import IdempotencyInProgress, PayloadTooLarge, Unavailable, Unprocessable
+from counters.models import EventKind, IdempotencyToken, Namespace
+from rollups import backpressure, cache, pipeline, queues
+
+logger = logging.getLogger(__name__)
+
+# Clients' clocks may run a little ahead of ours.
+FUTURE_TOLERANCE = dt.timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class Token:
+    value: str
+    generation_time: dt.datetime
+
+
+@dataclass(frozen=True)
+class Mutation:
+    counter: str
+    op: str  # "add" or "clear"
+    delta: int
+    token: Token | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one mutation did: ``applied`` is False for a replay, whose ``status`` and ``body`` are
+    those of the first response."""
+
+    counter: str
+    applied: bool
+    status: int
+    body: dict
+
+
+def response_body(operation: str, namespace: str, mutation: Mutation, count: int | None) -> dict:
+    """The 200 body of a mutation, as stored with its token for replays."""
+    if operation == "batch":
+        return {"counter": mutation.counter, "applied": True}
+    if operation == "clear":
+        return {"namespace": namespace, "counter": mutation.counter, "count": 0, "applied": True}
+    body = {"namespace": namespace, "counter": mutation.counter, "delta": mutation.delta, "applied": True}
+    if operation == "add_and_get":
+        body["count"] = count
+    return body
+
+
+def token_operation(operation: str, mutation: Mutation) -> str:
+    # A batch item is the same operation as the single call: retrying a single add inside a
+    # batch (or the reverse) with the same token is a replay, not a reuse.
+    return mutation.op if operation == "batch" else operation
+
+
+def check_token_times(namespace: Namespace, mutations: list[Mutation], now: dt.datetime) -> None:
+    for index, mutation in enumerate(mutations):
+        if mutation.token is None:
+            continue
+        details = {"index": index} if len(mutations) > 1 else {}
+        if mutation.token.generation_time > now + FUTURE_TOLERANCE:
+            raise Unprocessable("generation_time is in the future.", details, code="generation_time_in_future")
+        if mutation.token.generation_time < now - dt.timedelta(seconds=namespace.idempotency_window_seconds):
+            raise Unprocessable(
+                "generation_time is older than the namespace's idempotency window.",
+                details,
+                code="idempotency_token_expired",
+            )
+
+
+def mutate(namespace: Namespace, mutations: list[Mutation], operation: str) -> list[Outcome]:
+    """Apply mutations in order, all or none; replays of known tokens apply nothing.
+
+    ``operation`` is "add", "add_and_get", "clear" (one mutation) or "batch". Durable on return
+    for eventual/accurate namespaces (one PostgreSQL transaction, synchronous commit); atomic in
+    Redis for best_effort.
+    """
+    if len(mutations) > namespace.max_batch_size:
+        raise PayloadTooLarge(
+            f"A batch holds at most {namespace.max_batch_size} mutations.",
+            {"max_batch_size": namespace.max_batch_size, "size": len(mutations)},
+        )
+    check_token_times(namespace, mutations, dt.datetime.now(dt.UTC))
+    if not namespace.uses_event_log:
+        return _mutate_best_effort(namespace, mutations, operation)
+    backpressure.check(namespace)
+    try:
+        outcomes = _mutate_logged(namespace, mutations, operation)
+    except IntegrityError as error:
+        if "no partition of relation" not in str(error):
+            raise
+        # The partition task normally runs days ahead; never fail a write for want of one.
+        partitions.ensure_partitions_around_now(settings.COUNTERS["PARTITION_DAYS_AHEAD"])
+        outcomes = _mutate_logged(namespace, mutations, operation)
+    return outcomes
+
+
+def _mutate_best_effort(namespace: Namespace, mutations: list[Mutation], operation: str) -> list[Outcome]:
+    try:
+        applied = besteffort.apply(
+            namespace.name,
+            namespace.ttl_seconds,
+            namespace.idempotency_window_seconds,
+            [(token_operation(operation, m), m.counter, m.delta, m.token.value if m.token else "") for m in mutations],
+        )
+    except besteffort.Rejected as rejected:
+        details = {"index": rejected.index} if operation == "batch" else {}
+        if rejected.reason == "overflow":
+            raise Unprocessable("The add would take the count outside int64.", details, code="count_overflow") from None
+        raise _reused(details) from None
+    except redis.RedisError as error:
+        raise Unavailable("Redis is unavailable.") from error
+    return [
+        Outcome(m.counter, a.applied, 200, response_body(operation, namespace.name, m, a.count))
+        for m, a in zip(mutations, applied)
+    ]
+
+
+def _reused(details: dict) -> Unprocessable:
+    return Unprocessable(
+        "This idempotency token was used with another operation or delta.", details, code="idempotency_key_reused"
+    )
+
+
+_CLAIM_TOKENS = """
+INSERT INTO counters_idempotencytoken
+    (namespace, counter, token, operation, delta, response_status, response_body, created_at)
+SELECT %s, t.counter, t.token, t.operation, t.delta, 200, t.body::jsonb, now()
+FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::text[]) AS t(counter, token, operation, delta, body)
+ON CONFLICT (namespace, counter, token) DO NOTHING
+RETURNING counter, token
+"""
+
+_INSERT_EVENTS = """
+INSERT INTO counters_event (namespace, counter, kind, delta, event_time)
+SELECT %s, e.counter, e.kind, e.delta, now()
+FROM unnest(%s::text[], %s::smallint[], %s::bigint[]) WITH ORDINALITY AS e(counter, kind, delta, position)
+ORDER BY e.position
+"""
+
+
+def _mutate_logged(namespace: Namespace, mutations: list[Mutation], operation: str) -> list[Outcome]:
+    fresh = [True] * len(mutations)
+    bodies = [response_body(operation, namespace.name, m, None) for m in mutations]
+    statuses = [200] * len(mutations)
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                "SET LOCAL statement_timeout = %s; SET LOCAL lock_timeout = %s",
+                [settings.COUNTERS["WRITE_STATEMENT_TIMEOUT_MS"], settings.COUNTERS["TOKEN_LOCK_TIMEOUT_MS"]],
+            )
+            tokened = [i for i, m in enumerate(mutations) if m.token is not None]
+            if tokened:
+                _claim_tokens(cursor, namespace, mutations, operation, tokened, fresh, statuses, bodies)
+            applied = [m for m, is_fresh in zip(mutations, fresh) if is_fresh]
+            if applied:
+                cursor.execute(
+                    _INSERT_EVENTS,
+                    [
+                        namespace.name,
+                        [m.counter for m in applied],
+                        [EventKind.CLEAR if m.op == "clear" else EventKind.ADD for m in applied],
+                        [0 if m.op == "clear" else m.delta for m in applied],
+                    ],
+                )
+            if operation == "add_and_get" and fresh[0]:
+                counts, _ = pipeline.live_counts(namespace, [mutations[0].counter])
+                bodies[0]["count"] = counts[mutations[0].counter]
+                if mutations[0].token is not None:
+                    IdempotencyToken.objects.filter(
+                        namespace=namespace.name, counter=mutations[0].counter, token=mutations[0].token.value
+                    ).update(response_body=bodies[0])
+            counters = sorted({m.counter for m in applied})
+            if counters:
+                transaction.on_commit(lambda: _trigger_rollups(namespace, counters))
+    except OperationalError as error:
+        code = getattr(error.__cause__, "pgcode", None)
+        # 55P03 lock_not_available: another request holds this token; 40P01 deadlock between two
+        # batches claiming the same tokens in different orders. Either way: nothing applied, retry.
+        if code in ("55P03", "40P01"):
+            raise IdempotencyInProgress("The same token is being applied by a concurrent request; retry.") from error
+        raise Unavailable("PostgreSQL is unavailable.") from error
+    return [Outcome(m.counter, f, s, b) for m, f, s, b in zip(mutations, fresh, statuses, bodies)]
+
+
+def _claim_tokens(cursor, namespace, mutations, operation, tokened, fresh, statuses, bodies) -> None:
+    """Insert the tokens of this request (the unique key makes a concurrent twin wait for us, then
+    see our row); mark every mutation whose token was already known as a replay."""
+    cursor.execute(
+        _CLAIM_TOKENS,
+        [
+            namespace.name,
+            [mutations[i].counter for i in tokened],
+            [mutations[i].token.value for i in tokened],
+            [token_operation(operation, mutations[i]) for i in tokened],
+            [mutations[i].delta if mutations[i].op == "add" else 0 for i in tokened],
+            [json.dumps(bodies[i]) for i in tokened],
+        ],
+    )
+    claimed = set(cursor.fetchall())
+    known = {
+        (row.counter, row.token): row
+        for row in IdempotencyToken.objects.filter(
+            namespace=namespace.name,
+            counter__in={mutations[i].counter for i in tokened},
+            token__in={mutations[i].token.value for i in tokened},
+        )
+    }
+    for i in tokened:
+        mutation = mutations[i]
+        key = (mutation.counter, mutation.token.value)
+        row = known[key]
+        if key in claimed:
+            claimed.discard(key)  # the first occurrence applies; a repeat in this request replays
+            continue
+        delta = mutation.delta if mutation.op == "add" else 0
+        if row.operation != token_operation(operation, mutation) or row.delta != delta:
+            raise _reused({"index": i} if operation == "batch" else {})
+        fresh[i] = False
+        statuses[i] = row.response_status
+        bodies[i] = {"counter": mutation.counter, "applied": False} if operation == "batch" else row.response_body
+
+
+def _trigger_rollups(namespace: Namespace, counters: list[str]) -> None:
+    # The write is committed and acknowledged; a lost trigger only delays the rollup until the
+    # stale sweep finds the counter, so a Redis failure here must not fail the request.
+    try:
+        pipeline.trigger_after_write(namespace, counters)
+    except redis.RedisError:
+        logger.warning("rollup trigger lost for %d counters of %s", len(counters), namespace.name)
+
+
+def delete_namespace(namespace: Namespace, chunk: int = 5000) -> None:
+    """Remove a namespace with every event, token, checkpoint, cached value and queued rollup.
+
+    The row goes first, so writers see 404 at once; events and tokens then go in bounded,
+    id-ordered batches, each in its own transaction.
+    """
+    from rollups.models import Checkpoint
+
+    name = namespace.name
+    namespace.delete()
+    with connection.cursor() as cursor:
+        for table in ("counters_event", "counters_idempotencytoken"):
+            while True:
+                cursor.execute(
+                    f"DELETE FROM {table} WHERE id IN "  # noqa: S608 - table names are constants
+                    f"(SELECT id FROM {table} WHERE namespace = %s ORDER BY id LIMIT %s)",
+                    [name, chunk],
+                )
+                if cursor.rowcount < chunk:
+                    break
+    Checkpoint.objects.filter(namespace=name).delete()
+    try:
+        queues.purge(name)
+        cache.purge(name)
+        besteffort.purge(name)
+    except redis.RedisError as error:
+        raise Unavailable("Redis is unavailable; the namespace is gone but its cache may linger.") from error

@@ -1,0 +1,292 @@
+"""The rollup pipeline: fold immutable windows of the event log into checkpoints.
+
+Pure logic on PostgreSQL and Redis, no Celery: tasks.py wraps it, tests call it directly.
+
+Correctness rests on three rules:
+
+1. Immutable window. A rollup folds only events with ``last_rollup_ts < event_time <= until``,
+   where ``until`` is no later than ``now - accept_limit`` and strictly earlier than the start of the
+   oldest transaction still open. An event's ``event_time`` is its transaction's start (``now()``),
+   so every event that can still commit lies after ``until``: a closed window never changes.
+   ``until`` is read in its own statement *before* the fold's snapshot, so a transaction that
+   commits in between is visible to the fold.
+2. Monotonic compare-and-set. A checkpoint is computed from the checkpoint it read plus the window
+   after it, so it is exact for its ``until`` whoever else runs; it is written only if its ``until``
+   is newer than the stored one. Two workers, a redelivered task or an old deploy are harmless.
+3. Clears are events. A window holding a clear counts only what follows its last clear.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import connection
+
+from counters.models import Namespace
+from rollups import cache, queues
+
+logger = logging.getLogger(__name__)
+
+# Folds, for each counter of a namespace, the events after its checkpoint up to %(until)s.
+# Shared by rollups (until = the closed window's end) and accurate reads (until = infinity).
+_FOLD = """
+targets AS (
+    SELECT t.counter COLLATE "C" AS counter, c.last_rollup_ts AS from_ts,
+           COALESCE(c.last_rollup_count, 0) AS from_count
+    FROM unnest(%(counters)s::text[]) AS t(counter)
+    LEFT JOIN rollups_checkpoint c
+      ON c.namespace = %(namespace)s AND c.counter = t.counter COLLATE "C"
+),
+folded AS (
+    SELECT t.counter, t.from_ts,
+           CASE WHEN last_clear.id IS NULL THEN t.from_count + agg.window_sum ELSE agg.window_sum END AS count,
+           agg.n_events, agg.last_write_ts
+    FROM targets t
+    LEFT JOIN LATERAL (
+        SELECT e.event_time, e.id FROM counters_event e
+        WHERE e.namespace = %(namespace)s AND e.counter = t.counter AND e.kind = 1
+          AND e.event_time > COALESCE(t.from_ts, '-infinity') AND e.event_time <= %(until)s
+        ORDER BY e.event_time DESC, e.id DESC
+        LIMIT 1
+    ) last_clear ON true
+    CROSS JOIN LATERAL (
+        SELECT COALESCE(sum(e.delta) FILTER (
+                   WHERE e.event_time <= %(until)s
+                     AND (last_clear.id IS NULL OR (e.event_time, e.id) > (last_clear.event_time, last_clear.id))
+               ), 0) AS window_sum,
+               count(*) FILTER (WHERE e.event_time <= %(until)s) AS n_events,
+               max(e.event_time) AS last_write_ts
+        FROM counters_event e
+        WHERE e.namespace = %(namespace)s AND e.counter = t.counter
+          AND e.event_time > COALESCE(t.from_ts, '-infinity')
+    ) agg
+)
+"""
+
+_ROLLUP = f"""
+WITH {_FOLD},
+upserted AS (
+    INSERT INTO rollups_checkpoint AS c
+        (namespace, counter, last_rollup_count, last_rollup_ts, last_write_ts, updated_at)
+    SELECT %(namespace)s, counter, count, %(until)s, last_write_ts, clock_timestamp()
+    FROM folded
+    WHERE (from_ts IS NULL AND n_events > 0) OR from_ts < %(until)s
+    ON CONFLICT (namespace, counter) DO UPDATE SET
+        last_rollup_count = EXCLUDED.last_rollup_count,
+        last_rollup_ts = EXCLUDED.last_rollup_ts,
+        last_write_ts = GREATEST(c.last_write_ts, EXCLUDED.last_write_ts),
+        updated_at = EXCLUDED.updated_at
+    WHERE c.last_rollup_ts < EXCLUDED.last_rollup_ts
+    RETURNING counter, last_rollup_count, last_rollup_ts
+)
+SELECT f.counter, f.n_events, f.last_write_ts, u.last_rollup_count, u.last_rollup_ts
+FROM folded f LEFT JOIN upserted u ON u.counter = f.counter
+"""
+
+_LIVE_COUNT = f"""
+WITH {_FOLD}
+SELECT counter, count, statement_timestamp() FROM folded
+"""
+
+_CLOSED_UNTIL = """
+SELECT statement_timestamp() - make_interval(secs => %s),
+       (SELECT min(xact_start) - interval '1 microsecond' FROM pg_stat_activity
+        WHERE datname = current_database() AND pid <> pg_backend_pid()
+          AND backend_type = 'client backend' AND xact_start IS NOT NULL)
+"""
+
+
+def closed_until(accept_limit_seconds: float) -> dt.datetime:
+    """The newest instant no uncommitted event can precede (rule 1 above)."""
+    with connection.cursor() as cursor:
+        # Statistics views are snapshotted once per transaction; a fresh look is the point here.
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute(_CLOSED_UNTIL, [accept_limit_seconds])
+        by_clock, by_open_transactions = cursor.fetchone()
+    return min(by_clock, by_open_transactions) if by_open_transactions else by_clock
+
+
+@dataclass
+class RollupResult:
+    counters: int = 0
+    events: int = 0
+    advanced: int = 0
+    pending: int = 0
+    until: dt.datetime | None = None
+
+
+def rollup(namespace: Namespace, counters: list[str]) -> RollupResult:
+    """Fold the closed windows of ``counters`` into their checkpoints, mirror them in Redis and
+    re-enqueue counters that still have a tail. Idempotent; safe to run concurrently."""
+    result = RollupResult(counters=len(counters))
+    if not counters:
+        return result
+    until = closed_until(namespace.accept_limit_seconds)
+    result.until = until
+    with connection.cursor() as cursor:
+        cursor.execute(_ROLLUP, {"namespace": namespace.name, "counters": counters, "until": until})
+        rows = cursor.fetchall()
+    fresh = []
+    pending = {}
+    for counter, n_events, last_write_ts, count, rollup_ts in rows:
+        result.events += n_events
+        if rollup_ts is not None:
+            result.advanced += 1
+            fresh.append((counter, int(count), rollup_ts))
+        if last_write_ts is not None and last_write_ts > until:
+            pending[counter] = last_write_ts
+    cache.put_many(namespace.name, fresh)
+    if pending:
+        result.pending = len(pending)
+        _requeue_tail(namespace, pending)
+    return result
+
+
+def _requeue_tail(namespace: Namespace, pending: dict[str, dt.datetime]) -> None:
+    # The tail becomes foldable once it is older than accept_limit; a window held back by an open
+    # transaction is retried a second later rather than in a hot loop.
+    floor = queues.now_ms() + 1000
+    accept_ms = namespace.accept_limit_seconds * 1000
+    for counter, last_write_ts in pending.items():
+        due = max(floor, int(last_write_ts.timestamp() * 1000) + accept_ms + 1)
+        queues.trigger(namespace.name, namespace.rollup_num_queues, [counter], due)
+
+
+def live_counts(namespace: Namespace, counters: list[str]) -> tuple[dict[str, int], dt.datetime]:
+    """Checkpoint plus every committed event after it, per counter (the accurate read)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_LIVE_COUNT, {"namespace": namespace.name, "counters": counters, "until": "infinity"})
+        rows = cursor.fetchall()
+    as_of = rows[0][2] if rows else dt.datetime.now(dt.UTC)
+    return {counter: int(count) for counter, count, _ in rows}, as_of
+
+
+@dataclass
+class DrainResult:
+    batches: int = 0
+    counters: int = 0
+    events: int = 0
+    batch_size: int = 0
+    seconds: float = 0.0
+
+
+def _batch_size_key(namespace: str, index: int) -> str:
+    return f"{queues.queue_key(namespace, index)}:batch_size"
+
+
+def adapt_batch_size(size: int, claimed: int, elapsed: float) -> int:
+    """Grow a full batch that ran fast, shrink one that ran slow, within the configured bounds."""
+    low, high = settings.COUNTERS["BATCH_SIZE_MIN"], settings.COUNTERS["BATCH_SIZE_MAX"]
+    target = settings.COUNTERS["BATCH_TARGET_SECONDS"]
+    if elapsed > target:
+        size //= 2
+    elif claimed >= size and elapsed < target / 2:
+        size *= 2
+    return max(low, min(high, size))
+
+
+def drain(namespace: Namespace, index: int, budget_seconds: float = 10.0) -> DrainResult:
+    """Drain one queue in adaptive batches until it has nothing due or the time budget is spent.
+
+    Between batches the worker pauses in proportion to the last batch's cost, so rollups leave
+    PostgreSQL room for ingest. A crash anywhere leaves claimed counters in the in-flight set,
+    where their lease expires and another drain redoes them.
+    """
+    from counterproject.redis_client import get_redis
+
+    client = get_redis()
+    size_key = _batch_size_key(namespace.name, index)
+    size = int(client.get(size_key) or namespace.rollup_batch_size)
+    lease_ms = settings.COUNTERS["ROLLUP_LEASE_SECONDS"] * 1000
+    result = DrainResult(batch_size=size)
+    started = time.monotonic()
+    while time.monotonic() - started < budget_seconds:
+        members, deadline = queues.claim(namespace.name, index, size, lease_ms)
+        if not members:
+            break
+        batch_started = time.monotonic()
+        folded = rollup(namespace, members)
+        elapsed = time.monotonic() - batch_started
+        queues.acknowledge(namespace.name, index, members, deadline)
+        result.batches += 1
+        result.counters += len(members)
+        result.events += folded.events
+        claimed_all = len(members) >= size
+        size = adapt_batch_size(size, len(members), elapsed)
+        client.set(size_key, size)
+        if not claimed_all:
+            break
+        time.sleep(min(elapsed * settings.COUNTERS["PACING_FACTOR"], 1.0))
+    result.batch_size = size
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def trigger_after_write(namespace: Namespace, counters: list[str]) -> None:
+    """Enqueue counters just written: due once their events leave the accept window."""
+    delay_ms = max(namespace.accept_limit_seconds * 1000 + 1, namespace.rollup_coalesce_ms)
+    queues.trigger(namespace.name, namespace.rollup_num_queues, counters, queues.now_ms() + delay_ms)
+
+
+def trigger_after_read(namespace: Namespace, counter: str) -> None:
+    """Enqueue a counter just read, so that reading a counter keeps it converging."""
+    queues.trigger(
+        namespace.name, namespace.rollup_num_queues, [counter], queues.now_ms() + namespace.rollup_coalesce_ms
+    )
+
+
+_UNROLLED = """
+SELECT e.namespace, e.counter, min(e.event_time)
+FROM counters_event e
+JOIN counters_namespace n ON n.name = e.namespace
+LEFT JOIN rollups_checkpoint c ON c.namespace = e.namespace AND c.counter = e.counter
+WHERE e.event_time > %(since)s AND e.event_time <= %(until)s
+  AND (c.last_rollup_ts IS NULL OR e.event_time > c.last_rollup_ts)
+GROUP BY e.namespace, e.counter
+"""
+
+
+@dataclass
+class SweepResult:
+    stale: int = 0
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+
+
+def sweep_stale(stale_after_seconds: float) -> SweepResult:
+    """Re-enqueue every counter with events older than ``stale_after_seconds`` that no checkpoint
+    covers yet, so counters converge even when every trigger was lost (Redis flushed, worker
+    killed). Only events after the durable watermark are scanned; the watermark moves to just
+    before the oldest event still unfolded (compare-and-set, so concurrent sweeps are harmless).
+    """
+    from rollups.models import SweepState
+
+    state, _ = SweepState.objects.get_or_create(id=1, defaults={"swept_until": dt.datetime(1970, 1, 1, tzinfo=dt.UTC)})
+    longest_accept = max(
+        Namespace.objects.exclude(counter_type="best_effort").values_list("accept_limit_seconds", flat=True),
+        default=0,
+    )
+    until = closed_until(max(longest_accept, stale_after_seconds))
+    result = SweepResult(since=state.swept_until, until=until)
+    if until <= state.swept_until:
+        return result
+    with connection.cursor() as cursor:
+        cursor.execute(_UNROLLED, {"since": state.swept_until, "until": until})
+        rows = cursor.fetchall()
+    by_namespace: dict[str, list[str]] = {}
+    oldest = until
+    for namespace, counter, first_unrolled in rows:
+        by_namespace.setdefault(namespace, []).append(counter)
+        oldest = min(oldest, first_unrolled - dt.timedelta(microseconds=1))
+    now = queues.now_ms()
+    for namespace in Namespace.objects.filter(name__in=by_namespace):
+        queues.trigger(namespace.name, namespace.rollup_num_queues, by_namespace[namespace.name], now)
+    result.stale = len(rows)
+    SweepState.objects.filter(id=1, swept_until=state.swept_until).update(swept_until=oldest)
+    if rows:
+        logger.info("stale sweep re-enqueued %d counters", len(rows))
+    return result
