@@ -22,7 +22,7 @@ setup: $(VENV)/.installed
 # embedded PostgreSQL/Redis (if those are in use). Data stays under .data/ for the next run.
 run: setup
 	@rm -rf .data/prometheus && mkdir -p .data/prometheus
-	@trap true INT TERM; PROMETHEUS_MULTIPROC_DIR=$(CURDIR)/.data/prometheus $(VENV)/bin/honcho start -f Procfile; \
+	@trap true INT TERM; WEB_PORT=$(PORT) PROMETHEUS_MULTIPROC_DIR=$(CURDIR)/.data/prometheus $(VENV)/bin/honcho start -f Procfile; \
 	  $(PY) manage.py embedded stop
 
 test: setup lint

@@ -1,8 +1,9 @@
-"""gunicorn settings of `make run`; PORT, WEB_WORKERS and WEB_THREADS override."""
+"""gunicorn settings of `make run`; WEB_PORT (or PORT), WEB_WORKERS and WEB_THREADS override."""
 
 import os
 
-bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+# honcho overwrites PORT for every process it starts, so the Makefile passes WEB_PORT.
+bind = f"0.0.0.0:{os.environ.get('WEB_PORT') or os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_WORKERS", "2"))
 threads = int(os.environ.get("WEB_THREADS", "8"))
 # Threads share one DB connection per thread; requests are short, so a small backlog queue is fine.
