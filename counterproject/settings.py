@@ -150,6 +150,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["counters.api.parsers.StrictJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "counters.api.errors.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["counters.api.throttling.ApiKeyRateThrottle"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
 }
@@ -209,6 +210,8 @@ COUNTERS = {
     # Stale sweep: counters with writes newer than their checkpoint by more than this.
     "STALE_AFTER_SECONDS": envint("COUNTER_STALE_AFTER_SECONDS", "30"),
     "PARTITION_DAYS_AHEAD": envint("COUNTER_PARTITION_DAYS_AHEAD", "3"),
+    # Requests per second per API key when the key sets no limit of its own; 0 means unlimited.
+    "RATE_LIMIT_PER_SECOND": envint("COUNTER_RATE_LIMIT_PER_SECOND", "0"),
 }
 
 LOGGING = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 
 import redis
 from django.core.exceptions import RequestDataTooBig
@@ -68,9 +69,11 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         if isinstance(details, list):
             details = {"errors": details}
         message = str(exc.detail) if not isinstance(exc, drf.ValidationError) else "The request is invalid."
+        if isinstance(exc, drf.Throttled):
+            retry_after = max(1, math.ceil(exc.wait or 0))
+            headers["Retry-After"] = str(retry_after)
+            message, details = "Too many requests for this API key; retry later.", {"retry_after": retry_after}
         body = envelope(code, message, details)
-        if isinstance(exc, drf.Throttled) and exc.wait is not None:
-            headers["Retry-After"] = str(max(1, int(exc.wait + 0.999)))
         if status == 401:
             headers["WWW-Authenticate"] = 'Bearer realm="api"'
     else:
