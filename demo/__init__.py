@@ -1,0 +1,1 @@
+"""Demonstrations that replay real data sets against a running counter service."""
