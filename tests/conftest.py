@@ -12,6 +12,9 @@ from rest_framework.test import APIClient
 from counterproject.redis_client import get_redis
 from counters.models import ApiKey, Namespace
 
+# live_service: a gunicorn on the test database, for tests that need a real HTTP stack.
+pytest_plugins = ["tests.live"]
+
 
 @pytest.fixture(autouse=True)
 def clean_redis():

@@ -32,3 +32,5 @@ class StrictJSONParser(JSONParser):
             return json.loads(raw.decode("utf-8"), parse_constant=NonFinite)
         except (ValueError, UnicodeDecodeError) as error:
             raise ParseError(f"The body is not valid JSON: {error}") from None
+        except RecursionError:
+            raise ParseError("The body is nested too deeply.") from None

@@ -50,7 +50,7 @@ def encode_cursor(value: str) -> str:
 
 def decode_cursor(value: str) -> str:
     try:
-        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+        return base64.b64decode(value + "=" * (-len(value) % 4), altchars=b"-_", validate=True).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise InvalidRequest("Invalid cursor.", {"cursor": value}) from None
 
