@@ -265,6 +265,7 @@ def delete_namespace(namespace: Namespace, chunk: int = 5000) -> None:
     Checkpoint.objects.filter(namespace=name).delete()
     try:
         queues.purge(name)
+        pipeline.purge(name)
         cache.purge(name)
         besteffort.purge(name)
     except redis.RedisError as error:

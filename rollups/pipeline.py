@@ -178,6 +178,14 @@ def _batch_size_key(namespace: str, index: int) -> str:
     return f"{queues.queue_key(namespace, index)}:batch_size"
 
 
+def purge(namespace_name: str) -> None:
+    """Forget the adapted batch sizes of a deleted namespace, so a namespace created later under
+    the same name starts from its own configured batch size."""
+    from counterproject.redis_client import get_redis
+
+    get_redis().delete(*[_batch_size_key(namespace_name, index) for index in range(queues.MAX_QUEUES)])
+
+
 def adapt_batch_size(size: int, claimed: int, elapsed: float) -> int:
     """Grow a full batch that ran fast, shrink one that ran slow, within the configured bounds."""
     low, high = settings.COUNTERS["BATCH_SIZE_MIN"], settings.COUNTERS["BATCH_SIZE_MAX"]

@@ -83,3 +83,14 @@ def rollup_all(namespace: Namespace) -> None:
         members = get_redis().zrange(queue, 0, -1)
         if members:
             pipeline.rollup(namespace, members)
+
+
+def error_of(response, status: int, code: str) -> dict:
+    """Assert ``response`` is the API.md error envelope with this status and code; return its details."""
+    assert response.status_code == status, response.content
+    body = response.json()
+    assert list(body) == ["error"]
+    assert sorted(body["error"]) == ["code", "details", "message"]
+    assert body["error"]["code"] == code, body
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    return body["error"]["details"]
