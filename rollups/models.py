@@ -18,6 +18,9 @@ class Checkpoint(models.Model):
     last_rollup_count = models.DecimalField(max_digits=40, decimal_places=0)
     last_rollup_ts = models.DateTimeField()
     last_write_ts = models.DateTimeField(null=True)
+    # The counter's first event, set once by its first rollup. While it is still inside retention
+    # every event of the counter can be recounted (rollups/audit.py); null on rows made before it.
+    first_event_ts = models.DateTimeField(null=True)
     updated_at = models.DateTimeField()
 
     class Meta:

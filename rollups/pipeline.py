@@ -44,7 +44,7 @@ targets AS (
 folded AS (
     SELECT t.counter, t.from_ts,
            CASE WHEN last_clear.id IS NULL THEN t.from_count + agg.window_sum ELSE agg.window_sum END AS count,
-           agg.n_events, agg.last_write_ts
+           agg.n_events, agg.first_write_ts, agg.last_write_ts
     FROM targets t
     LEFT JOIN LATERAL (
         SELECT e.event_time, e.id FROM counters_event e
@@ -59,6 +59,7 @@ folded AS (
                      AND (last_clear.id IS NULL OR (e.event_time, e.id) > (last_clear.event_time, last_clear.id))
                ), 0) AS window_sum,
                count(*) FILTER (WHERE e.event_time <= %(until)s) AS n_events,
+               min(e.event_time) FILTER (WHERE e.event_time <= %(until)s) AS first_write_ts,
                max(e.event_time) AS last_write_ts
         FROM counters_event e
         WHERE e.namespace = %(namespace)s AND e.counter = t.counter
@@ -71,8 +72,9 @@ _ROLLUP = f"""
 WITH {_FOLD},
 upserted AS (
     INSERT INTO rollups_checkpoint AS c
-        (namespace, counter, last_rollup_count, last_rollup_ts, last_write_ts, updated_at)
-    SELECT %(namespace)s, counter, count, %(until)s, last_write_ts, clock_timestamp()
+        (namespace, counter, last_rollup_count, last_rollup_ts, last_write_ts, first_event_ts, updated_at)
+    SELECT %(namespace)s, counter, count, %(until)s, last_write_ts,
+           CASE WHEN from_ts IS NULL THEN first_write_ts END, clock_timestamp()
     FROM folded
     WHERE (from_ts IS NULL AND n_events > 0) OR from_ts < %(until)s
     ON CONFLICT (namespace, counter) DO UPDATE SET
@@ -175,7 +177,20 @@ class DrainResult:
 
 
 def _batch_size_key(namespace: str, index: int) -> str:
-    return f"{queues.queue_key(namespace, index)}:batch_size"
+    return f"{queues.queue_key(namespace, index)}:batch"
+
+
+def _clamp(size: int) -> int:
+    return max(settings.COUNTERS["BATCH_SIZE_MIN"], min(settings.COUNTERS["BATCH_SIZE_MAX"], size))
+
+
+def _starting_batch_size(client, namespace: Namespace, index: int) -> int:
+    # The learned size is kept with the configured size it grew from: when an operator changes
+    # rollup_batch_size in the admin, the next drain starts from the new value, not the old lesson.
+    learned, grown_from = client.hmget(_batch_size_key(namespace.name, index), ["size", "base"])
+    if learned is not None and grown_from is not None and int(grown_from) == namespace.rollup_batch_size:
+        return _clamp(int(learned))
+    return _clamp(namespace.rollup_batch_size)
 
 
 def purge(namespace_name: str) -> None:
@@ -188,13 +203,12 @@ def purge(namespace_name: str) -> None:
 
 def adapt_batch_size(size: int, claimed: int, elapsed: float) -> int:
     """Grow a full batch that ran fast, shrink one that ran slow, within the configured bounds."""
-    low, high = settings.COUNTERS["BATCH_SIZE_MIN"], settings.COUNTERS["BATCH_SIZE_MAX"]
     target = settings.COUNTERS["BATCH_TARGET_SECONDS"]
     if elapsed > target:
         size //= 2
     elif claimed >= size and elapsed < target / 2:
         size *= 2
-    return max(low, min(high, size))
+    return _clamp(size)
 
 
 def drain(namespace: Namespace, index: int, budget_seconds: float = 10.0) -> DrainResult:
@@ -208,7 +222,7 @@ def drain(namespace: Namespace, index: int, budget_seconds: float = 10.0) -> Dra
 
     client = get_redis()
     size_key = _batch_size_key(namespace.name, index)
-    size = int(client.get(size_key) or namespace.rollup_batch_size)
+    size = _starting_batch_size(client, namespace, index)
     lease_ms = settings.COUNTERS["ROLLUP_LEASE_SECONDS"] * 1000
     result = DrainResult(batch_size=size)
     started = time.monotonic()
@@ -225,7 +239,7 @@ def drain(namespace: Namespace, index: int, budget_seconds: float = 10.0) -> Dra
         result.events += folded.events
         claimed_all = len(members) >= size
         size = adapt_batch_size(size, len(members), elapsed)
-        client.set(size_key, size)
+        client.hset(size_key, mapping={"size": size, "base": namespace.rollup_batch_size})
         if not claimed_all:
             break
         time.sleep(min(elapsed * settings.COUNTERS["PACING_FACTOR"], 1.0))

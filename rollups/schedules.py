@@ -14,6 +14,10 @@ DEFAULT_SCHEDULES = [
     ("rollups: create partitions", "rollups.create_partitions", 3600, 1800),
     ("rollups: enforce retention", "rollups.enforce_retention", 3600, 1800),
     ("rollups: prune idempotency tokens", "rollups.prune_tokens", 600, 300),
+    # Beat stamps its heartbeat when it sends this and the worker when it runs it; /readyz and the
+    # dashboard read both (counterproject/heartbeats.py).
+    ("rollups: heartbeat", "rollups.heartbeat", 15, 10),
+    ("rollups: audit a sample of checkpoints", "rollups.audit", 900, 600),
 ]
 
 

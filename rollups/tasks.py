@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
+from celery.signals import before_task_publish
 from django.conf import settings
 
-from counterproject import metrics
+from counterproject import activity, heartbeats, metrics
 from counters.models import Namespace
-from rollups import pipeline, queues, retention
+from rollups import audit, pipeline, queues, retention
 
 logger = logging.getLogger(__name__)
 
@@ -34,11 +35,18 @@ def drain_queue(namespace_name: str, index: int) -> dict:
     namespace = Namespace.objects.filter(name=namespace_name).first()
     if namespace is None:
         return {}
-    result = pipeline.drain(namespace, index)
+    try:
+        result = pipeline.drain(namespace, index)
+    except Exception:
+        metrics.ROLLUP_FAILURES.labels(namespace_name).inc()
+        activity.record(namespace_name, activity.ROLLUP_FAILED)
+        raise
     if result.batches:
         metrics.ROLLUP_BATCHES.labels(namespace_name).inc(result.batches)
         metrics.ROLLUP_EVENTS.labels(namespace_name).inc(result.events)
         metrics.ROLLUP_SECONDS.labels(namespace_name).observe(result.seconds / result.batches)
+        metrics.ROLLUP_BATCH_SIZE.labels(namespace_name).observe(result.counters / result.batches)
+        activity.record(namespace_name, activity.ROLLUP, result.events)
     return {"batches": result.batches, "counters": result.counters, "events": result.events}
 
 
@@ -64,3 +72,21 @@ def create_partitions() -> list[str]:
 @shared_task(name="rollups.prune_tokens")
 def prune_tokens() -> int:
     return retention.prune_tokens()
+
+
+@shared_task(name="rollups.audit")
+def audit_sample() -> dict:
+    """Recount a random sample of checkpoints from raw events; log, count and repair drift."""
+    return audit.audit_sample(settings.COUNTERS["AUDIT_SAMPLE_SIZE"]).as_dict()
+
+
+@shared_task(name="rollups.heartbeat")
+def heartbeat() -> None:
+    """Run by a worker: proves a worker takes tasks (beat's stamp is taken when it sends this)."""
+    heartbeats.stamp(heartbeats.WORKER)
+
+
+@before_task_publish.connect(sender="rollups.heartbeat")
+def _beat_sent_heartbeat(**kwargs) -> None:
+    # Only Celery beat sends this task, so the publish itself is beat's proof of life.
+    heartbeats.stamp(heartbeats.BEAT)
