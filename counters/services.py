@@ -210,6 +210,8 @@ def _claim_tokens(cursor, namespace, mutations, operation, tokened, fresh, statu
         ],
     )
     claimed = set(cursor.fetchall())
+    if len(claimed) == len(tokened):
+        return  # every token is new and none repeats: nothing to replay
     known = {
         (row.counter, row.token): row
         for row in IdempotencyToken.objects.filter(

@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from counters import reads, services
+from counters.api import batch
 from counters.api import serializers as s
 from counters.api.auth import HasRole
 from counters.exceptions import InvalidRequest, NamespaceExists, NamespaceNotFound, PayloadTooLarge
@@ -228,27 +229,13 @@ class BatchView(ApiView):
     @extend_schema(request=s.BatchSerializer, responses=s.BatchResponseSerializer)
     def post(self, request: Request, ns: str) -> Response:
         namespace = self.namespace(ns)
-        items = validated(s.BatchSerializer, request.data).validated_data["mutations"]
+        items = batch.parse_items(request.data)
         if len(items) > namespace.max_batch_size:
             raise PayloadTooLarge(
                 f"A batch holds at most {namespace.max_batch_size} mutations.",
                 {"max_batch_size": namespace.max_batch_size, "size": len(items)},
             )
-        mutations = []
-        for index, item in enumerate(items):
-            serializer = s.BatchItemSerializer(data=item)
-            if not serializer.is_valid():
-                raise invalid(serializer.errors, index)
-            data = serializer.validated_data
-            token = data.get("idempotency_token")
-            mutations.append(
-                services.Mutation(
-                    data["counter"],
-                    data["op"],
-                    data.get("delta", 0),
-                    services.Token(token["token"], token["generation_time"]) if token else None,
-                )
-            )
+        mutations = [batch.parse_item(index, item) for index, item in enumerate(items)]
         outcomes = services.mutate(namespace, mutations, "batch")
         return Response({"results": [{"counter": o.counter, "applied": o.applied} for o in outcomes]})
 
