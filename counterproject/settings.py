@@ -214,6 +214,9 @@ COUNTERS = {
     "RATE_LIMIT_PER_SECOND": envint("COUNTER_RATE_LIMIT_PER_SECOND", "0"),
 }
 
+# Mounts bench/'s no-op and naive row-counter endpoints; only `make bench` sets it.
+BENCHMARK_ENDPOINTS = envbool("BENCHMARK_ENDPOINTS", "false")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
