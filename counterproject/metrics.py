@@ -26,6 +26,9 @@ ROLLUP_EVENTS = Counter("counter_rollup_events_total", "Events folded into check
 ROLLUP_SECONDS = Histogram("counter_rollup_batch_seconds", "Rollup batch latency", ["namespace"])
 BACKPRESSURE = Counter("counter_backpressure_total", "Requests refused with 429", ["namespace"])
 SWEPT = Counter("counter_stale_swept_total", "Counters re-enqueued by the stale sweep")
+DRIFT = Counter(
+    "counter_checkpoint_drift_total", "Checkpoints that differed from a recount of their events", ["namespace"]
+)
 
 
 def render() -> tuple[bytes, str]:

@@ -199,6 +199,10 @@ COUNTERS = {
     "TOKEN_LOCK_TIMEOUT_MS": envint("COUNTER_TOKEN_LOCK_TIMEOUT_MS", "1000"),
     # Back-pressure: 429 once this many counters wait in the rollup queues.
     "MAX_ROLLUP_BACKLOG": envint("COUNTER_MAX_ROLLUP_BACKLOG", "200000"),
+    # Back-pressure: 429 once the average write transaction (per web process) takes longer than
+    # this; the average halves every half-life without new samples, so shedding is brief.
+    "MAX_WRITE_LATENCY_MS": envint("COUNTER_MAX_WRITE_LATENCY_MS", "1000"),
+    "WRITE_LATENCY_HALF_LIFE_SECONDS": envfloat("COUNTER_WRITE_LATENCY_HALF_LIFE_SECONDS", "1.0"),
     "BATCH_SIZE_MIN": envint("COUNTER_BATCH_SIZE_MIN", "8"),
     "BATCH_SIZE_MAX": envint("COUNTER_BATCH_SIZE_MAX", "1024"),
     # Target latency of one rollup batch: batches grow below it and shrink above it.
@@ -209,6 +213,8 @@ COUNTERS = {
     "ROLLUP_LEASE_SECONDS": envint("COUNTER_ROLLUP_LEASE_SECONDS", "60"),
     # Stale sweep: counters with writes newer than their checkpoint by more than this.
     "STALE_AFTER_SECONDS": envint("COUNTER_STALE_AFTER_SECONDS", "30"),
+    # Audit: checkpoints recounted from raw events per run of the periodic audit task.
+    "AUDIT_SAMPLE_SIZE": envint("COUNTER_AUDIT_SAMPLE_SIZE", "100"),
     "PARTITION_DAYS_AHEAD": envint("COUNTER_PARTITION_DAYS_AHEAD", "3"),
     # Requests per second per API key when the key sets no limit of its own; 0 means unlimited.
     "RATE_LIMIT_PER_SECOND": envint("COUNTER_RATE_LIMIT_PER_SECOND", "0"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import time
 from dataclasses import dataclass
 
 import redis
@@ -96,6 +97,7 @@ def mutate(namespace: Namespace, mutations: list[Mutation], operation: str) -> l
     if not namespace.uses_event_log:
         return _mutate_best_effort(namespace, mutations, operation)
     backpressure.check(namespace)
+    started = time.monotonic()
     try:
         outcomes = _mutate_logged(namespace, mutations, operation)
     except IntegrityError as error:
@@ -104,6 +106,9 @@ def mutate(namespace: Namespace, mutations: list[Mutation], operation: str) -> l
         # The partition task normally runs days ahead; never fail a write for want of one.
         partitions.ensure_partitions_around_now(settings.COUNTERS["PARTITION_DAYS_AHEAD"])
         outcomes = _mutate_logged(namespace, mutations, operation)
+    finally:
+        # Slow failures (statement timeouts) are the clearest sign of saturation: they count too.
+        backpressure.record_write(time.monotonic() - started)
     return outcomes
 
 

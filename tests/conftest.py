@@ -27,7 +27,7 @@ def clean_redis():
 def fresh_backpressure_cache():
     from rollups import backpressure
 
-    backpressure._depths.clear()
+    backpressure.reset()
 
 
 def make_client(role: str = "admin", namespaces: list[str] | None = None) -> APIClient:
