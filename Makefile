@@ -36,6 +36,14 @@ lint: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(PY) -m demo.flights --url http://127.0.0.1:$(PORT) --key "$$($(PY) manage.py createapikey demo --role admin)"
 
+# The benchmark suite (README "Performance"): the deployed stack on its own PostgreSQL and Redis
+# under .data/bench, web on port 8120; QUICK=1 for fewer, shorter runs. wrk comes from Debian's
+# packages (installed here when missing and running as root); without it HTTP scenarios are skipped.
+bench: $(VENV)/.installed
+	@command -v wrk >/dev/null || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } || true
+	$(PY) -m bench $(if $(QUICK),--quick)
+
 stop: $(VENV)/.installed
 	$(PY) manage.py embedded stop
 
