@@ -101,10 +101,15 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "counters",
     "rollups",
+    "dashboard",
 ]
 
 MIDDLEWARE = [
+    "counterproject.middleware.RequestIdMiddleware",
+    "counterproject.middleware.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Serves the admin's and the dashboard's static files from gunicorn itself (no CDN, no proxy).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -218,16 +223,37 @@ COUNTERS = {
     "PARTITION_DAYS_AHEAD": envint("COUNTER_PARTITION_DAYS_AHEAD", "3"),
     # Requests per second per API key when the key sets no limit of its own; 0 means unlimited.
     "RATE_LIMIT_PER_SECOND": envint("COUNTER_RATE_LIMIT_PER_SECOND", "0"),
+    # /readyz fails once Celery beat's heartbeat (every 15 s) is older than this ...
+    "BEAT_STALE_SECONDS": envint("COUNTER_BEAT_STALE_SECONDS", "60"),
+    # ... or when there is none this long after the web process started.
+    "BEAT_STARTUP_GRACE_SECONDS": envint("COUNTER_BEAT_STARTUP_GRACE_SECONDS", "60"),
 }
+
+# When set, /metrics answers only "Authorization: Bearer <METRICS_TOKEN>".
+METRICS_TOKEN = envstr("METRICS_TOKEN")
 
 # Mounts bench/'s no-op and naive row-counter endpoints; only `make bench` sets it.
 BENCHMARK_ENDPOINTS = envbool("BENCHMARK_ENDPOINTS", "false")
 
+LOG_FORMAT = envstr("LOG_FORMAT", "plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, got {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "counterproject.middleware.RequestIdFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        # One JSON object per line, for log shippers.
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(request_id)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["request_id"]},
+    },
     "root": {"handlers": ["console"], "level": envstr("LOG_LEVEL", "INFO")},
 }
 

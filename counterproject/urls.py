@@ -17,6 +17,7 @@ urlpatterns = [
         name="docs",
     ),
     path("admin/", admin.site.urls),
+    path("dashboard/", include("dashboard.urls")),
 ]
 
 if settings.BENCHMARK_ENDPOINTS:

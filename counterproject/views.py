@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import hmac
+import time
+
+from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from counterproject import metrics
+from counterproject import heartbeats, metrics
 from counterproject.redis_client import get_redis
+
+# A freshly started stack has no beat heartbeat yet; readiness waits this long for the first one.
+_STARTED = time.monotonic()
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -15,9 +22,10 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 
 def readyz(request: HttpRequest) -> JsonResponse:
-    """200 when PostgreSQL, Redis and the Celery broker answer; 503 naming what failed."""
+    """200 when PostgreSQL, Redis and the Celery broker answer and Celery beat's heartbeat is fresh;
+    503 naming what failed."""
     checks = {}
-    for name, probe in (("postgres", _postgres), ("redis", _redis), ("broker", _broker)):
+    for name, probe in (("postgres", _postgres), ("redis", _redis), ("broker", _broker), ("beat", _beat)):
         try:
             probe()
             checks[name] = "ok"
@@ -43,6 +51,25 @@ def _broker() -> None:
         conn.ensure_connection(max_retries=1, timeout=2)
 
 
+def _beat() -> None:
+    limit = settings.COUNTERS["BEAT_STALE_SECONDS"]
+    age = heartbeats.age(heartbeats.BEAT)
+    if age is None:
+        if time.monotonic() - _STARTED < settings.COUNTERS["BEAT_STARTUP_GRACE_SECONDS"]:
+            return
+        raise RuntimeError("no heartbeat from celery beat")
+    if age > limit:
+        raise RuntimeError(f"celery beat's last heartbeat is {age:.0f}s old (limit {limit}s)")
+
+
 def metrics_view(request: HttpRequest) -> HttpResponse:
+    """Prometheus text; with METRICS_TOKEN set, only for ``Authorization: Bearer <token>``."""
+    token = settings.METRICS_TOKEN
+    if token:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            response = HttpResponse("metrics need 'Authorization: Bearer <METRICS_TOKEN>'\n", status=401)
+            response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+            return response
     body, content_type = metrics.render()
     return HttpResponse(body, content_type=content_type)

@@ -12,6 +12,7 @@ import redis
 from django.conf import settings
 from django.db import IntegrityError, OperationalError, connection, transaction
 
+from counterproject import activity, metrics
 from counters import besteffort, partitions
 from counters.exceptions import IdempotencyInProgress, PayloadTooLarge, Unavailable, Unprocessable
 from counters.models import EventKind, IdempotencyToken, Namespace
@@ -95,7 +96,7 @@ def mutate(namespace: Namespace, mutations: list[Mutation], operation: str) -> l
         )
     check_token_times(namespace, mutations, dt.datetime.now(dt.UTC))
     if not namespace.uses_event_log:
-        return _mutate_best_effort(namespace, mutations, operation)
+        return _reported(namespace, _mutate_best_effort(namespace, mutations, operation))
     backpressure.check(namespace)
     started = time.monotonic()
     try:
@@ -109,6 +110,15 @@ def mutate(namespace: Namespace, mutations: list[Mutation], operation: str) -> l
     finally:
         # Slow failures (statement timeouts) are the clearest sign of saturation: they count too.
         backpressure.record_write(time.monotonic() - started)
+    return _reported(namespace, outcomes)
+
+
+def _reported(namespace: Namespace, outcomes: list[Outcome]) -> list[Outcome]:
+    # Called once the mutations are committed (Redis script or PostgreSQL transaction returned).
+    applied = sum(outcome.applied for outcome in outcomes)
+    if applied:
+        metrics.EVENTS.labels(namespace.name, namespace.counter_type).inc(applied)
+        activity.record(namespace.name, activity.INGEST, applied)
     return outcomes
 
 
