@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import OpenApiExample, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from counters.api.parsers import NonFinite
@@ -91,11 +91,25 @@ class TokenSerializer(StrictSerializer):
     generation_time = Rfc3339Field()
 
 
+def example(name: str, value: dict, **kwargs) -> OpenApiExample:
+    return OpenApiExample(name, value=value, **kwargs)
+
+
+TOKEN_EXAMPLE = {"token": "3f1c9a7e-retry-1", "generation_time": "2026-12-03T15:04:05.123456Z"}
+
+
+@extend_schema_serializer(
+    examples=[
+        example("add 3", {"delta": 3, "idempotency_token": TOKEN_EXAMPLE}),
+        example("subtract without a token (not retry-safe)", {"delta": -1}),
+    ]
+)
 class AddSerializer(StrictSerializer):
     delta = StrictIntegerField(low=INT64_MIN, high=INT64_MAX)
     idempotency_token = TokenSerializer(required=False)
 
 
+@extend_schema_serializer(examples=[example("clear with a token", {"idempotency_token": TOKEN_EXAMPLE})])
 class ClearSerializer(StrictSerializer):
     idempotency_token = TokenSerializer(required=False)
 
@@ -127,10 +141,29 @@ class BatchItemSerializer(StrictSerializer):
         return attrs
 
 
+@extend_schema_field(BatchItemSerializer(many=True))
+class MutationListField(serializers.ListField):
+    """Items stay raw JSON here; the view validates each so an error can name its index."""
+
+
+@extend_schema_serializer(
+    examples=[
+        example(
+            "two adds and a clear",
+            {
+                "mutations": [
+                    {"counter": "orders", "delta": 2, "idempotency_token": TOKEN_EXAMPLE},
+                    {"counter": "refunds", "op": "clear"},
+                    {"counter": "refunds", "delta": 1},
+                ]
+            },
+        )
+    ]
+)
 class BatchSerializer(StrictSerializer):
     """Only the envelope; items are validated one by one so an error can name its index."""
 
-    mutations = serializers.ListField(child=serializers.JSONField(), allow_empty=True)
+    mutations = MutationListField(child=serializers.JSONField(), allow_empty=True)
 
 
 class BatchResultSerializer(serializers.Serializer):
@@ -142,6 +175,9 @@ class BatchResponseSerializer(serializers.Serializer):
     results = BatchResultSerializer(many=True)
 
 
+@extend_schema_serializer(
+    examples=[example("applied", {"namespace": "shop", "counter": "orders", "delta": 3, "applied": True})]
+)
 class AddResponseSerializer(serializers.Serializer):
     namespace = serializers.CharField()
     counter = serializers.CharField()
@@ -149,6 +185,9 @@ class AddResponseSerializer(serializers.Serializer):
     applied = serializers.BooleanField()
 
 
+@extend_schema_serializer(
+    examples=[example("applied", {"namespace": "shop", "counter": "orders", "delta": 3, "applied": True, "count": 42})]
+)
 class AddAndGetResponseSerializer(AddResponseSerializer):
     count = serializers.IntegerField()
 
@@ -160,6 +199,20 @@ class ClearResponseSerializer(serializers.Serializer):
     applied = serializers.BooleanField()
 
 
+@extend_schema_serializer(
+    examples=[
+        example(
+            "eventual",
+            {
+                "namespace": "shop",
+                "counter": "orders",
+                "count": 42,
+                "consistency": "eventual",
+                "as_of": "2026-12-03T15:04:00.000000Z",
+            },
+        )
+    ]
+)
 class CountSerializer(serializers.Serializer):
     namespace = serializers.CharField()
     counter = serializers.CharField()
@@ -190,6 +243,16 @@ class RollupConfigSerializer(StrictSerializer):
     batch_size = _limit("rollup_batch_size", required=False)
 
 
+@extend_schema_serializer(
+    examples=[
+        example(
+            "create an eventual namespace",
+            {"name": "shop", "counter_type": "eventual", "retention_days": 14},
+            request_only=True,
+        ),
+        example("change a knob", {"max_batch_size": 500}, request_only=True),
+    ]
+)
 class NamespaceSerializer(StrictSerializer):
     """A namespace's configuration; ``name`` and ``counter_type`` are immutable (PATCH refuses them)."""
 
@@ -246,3 +309,15 @@ class NamespaceSerializer(StrictSerializer):
 class NamespaceListSerializer(serializers.Serializer):
     results = NamespaceSerializer(many=True)
     next = serializers.URLField(allow_null=True)
+
+
+class ErrorBodySerializer(serializers.Serializer):
+    code = serializers.CharField(help_text="Machine-readable code, e.g. invalid_delta, namespace_not_found.")
+    message = serializers.CharField(help_text="For humans; may change between releases.")
+    details = serializers.DictField(help_text="Context of the error, e.g. the invalid fields or a batch index.")
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The body of every 4xx/5xx on /api/ paths, whatever raised it."""
+
+    error = ErrorBodySerializer()

@@ -114,6 +114,7 @@ class NamespaceListView(ApiView):
     required_roles = {"GET": "read", "POST": "admin"}
 
     @extend_schema(
+        operation_id="listNamespaces",
         parameters=[OpenApiParameter("limit", int), OpenApiParameter("cursor", str)],
         responses=s.NamespaceListSerializer,
     )
@@ -133,7 +134,9 @@ class NamespaceListView(ApiView):
             }
         )
 
-    @extend_schema(request=s.NamespaceSerializer, responses={201: s.NamespaceSerializer})
+    @extend_schema(
+        operation_id="createNamespace", request=s.NamespaceSerializer, responses={201: s.NamespaceSerializer}
+    )
     def post(self, request: Request) -> Response:
         serializer = validated(s.NamespaceSerializer, request.data)
         try:
@@ -149,11 +152,11 @@ class NamespaceListView(ApiView):
 class NamespaceDetailView(ApiView):
     required_roles = {"GET": "read", "PATCH": "admin", "DELETE": "admin"}
 
-    @extend_schema(responses=s.NamespaceSerializer)
+    @extend_schema(operation_id="getNamespace", responses=s.NamespaceSerializer)
     def get(self, request: Request, ns: str) -> Response:
         return Response(s.NamespaceSerializer(self.namespace(ns)).data)
 
-    @extend_schema(request=s.NamespaceSerializer, responses=s.NamespaceSerializer)
+    @extend_schema(operation_id="updateNamespace", request=s.NamespaceSerializer, responses=s.NamespaceSerializer)
     def patch(self, request: Request, ns: str) -> Response:
         namespace = self.namespace(ns)
         serializer = validated(s.NamespaceSerializer, request.data, instance=namespace, partial=True)
@@ -163,7 +166,7 @@ class NamespaceDetailView(ApiView):
         namespace.save(update_fields=list(fields) or None)
         return Response(s.NamespaceSerializer(namespace).data)
 
-    @extend_schema(responses={204: None})
+    @extend_schema(operation_id="deleteNamespace", responses={204: None})
     def delete(self, request: Request, ns: str) -> Response:
         services.delete_namespace(self.namespace(ns))
         return Response(status=204)
@@ -172,7 +175,7 @@ class NamespaceDetailView(ApiView):
 class CounterView(ApiView):
     required_roles = {"GET": "read"}
 
-    @extend_schema(responses=s.CountSerializer)
+    @extend_schema(operation_id="getCount", responses=s.CountSerializer)
     def get(self, request: Request, ns: str, name: str) -> Response:
         namespace = self.namespace(ns)
         check_counter(name)
@@ -192,7 +195,7 @@ class AddView(ApiView):
     required_roles = {"POST": "write"}
     operation = "add"
 
-    @extend_schema(request=s.AddSerializer, responses=s.AddResponseSerializer)
+    @extend_schema(operation_id="addCount", request=s.AddSerializer, responses=s.AddResponseSerializer)
     def post(self, request: Request, ns: str, name: str) -> Response:
         namespace = self.namespace(ns)
         check_counter(name)
@@ -205,7 +208,7 @@ class AddView(ApiView):
 class AddAndGetView(AddView):
     operation = "add_and_get"
 
-    @extend_schema(request=s.AddSerializer, responses=s.AddAndGetResponseSerializer)
+    @extend_schema(operation_id="addAndGetCount", request=s.AddSerializer, responses=s.AddAndGetResponseSerializer)
     def post(self, request: Request, ns: str, name: str) -> Response:
         return super().post(request, ns, name)
 
@@ -213,7 +216,7 @@ class AddAndGetView(AddView):
 class ClearView(ApiView):
     required_roles = {"POST": "write"}
 
-    @extend_schema(request=s.ClearSerializer, responses=s.ClearResponseSerializer)
+    @extend_schema(operation_id="clearCount", request=s.ClearSerializer, responses=s.ClearResponseSerializer)
     def post(self, request: Request, ns: str, name: str) -> Response:
         namespace = self.namespace(ns)
         check_counter(name)
@@ -226,7 +229,7 @@ class ClearView(ApiView):
 class BatchView(ApiView):
     required_roles = {"POST": "write"}
 
-    @extend_schema(request=s.BatchSerializer, responses=s.BatchResponseSerializer)
+    @extend_schema(operation_id="batch", request=s.BatchSerializer, responses=s.BatchResponseSerializer)
     def post(self, request: Request, ns: str) -> Response:
         namespace = self.namespace(ns)
         items = batch.parse_items(request.data)
@@ -244,6 +247,7 @@ class CounterListView(ApiView):
     required_roles = {"GET": "read"}
 
     @extend_schema(
+        operation_id="listCounters",
         parameters=[
             OpenApiParameter("prefix", str),
             OpenApiParameter("limit", int),
