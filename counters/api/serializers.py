@@ -237,6 +237,13 @@ def _limit(field: str, **kwargs) -> StrictIntegerField:
     return StrictIntegerField(low=low, high=high, **kwargs)
 
 
+@extend_schema_field(
+    {"type": "string", "pattern": NAMESPACE_PATTERN, "maxLength": 63, "description": "Immutable after creation."}
+)
+class NamespaceNameField(StrictCharField):
+    pass
+
+
 class RollupConfigSerializer(StrictSerializer):
     num_queues = _limit("rollup_num_queues", required=False)
     coalesce_ms = _limit("rollup_coalesce_ms", required=False)
@@ -256,7 +263,7 @@ class RollupConfigSerializer(StrictSerializer):
 class NamespaceSerializer(StrictSerializer):
     """A namespace's configuration; ``name`` and ``counter_type`` are immutable (PATCH refuses them)."""
 
-    name = StrictCharField(max_length=63, help_text=f"Matches {NAMESPACE_PATTERN}; immutable.")
+    name = NamespaceNameField(max_length=63)
     counter_type = serializers.ChoiceField(choices=CounterType.values, help_text="Immutable after creation.")
     ttl_seconds = _limit("ttl_seconds", required=False, allow_null=True)
     retention_days = _limit("retention_days", required=False)
