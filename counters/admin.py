@@ -110,8 +110,8 @@ def recount(modeladmin, request, rows: QuerySet) -> None:
             if result.status in (audit.DRIFT, audit.REPAIRED):
                 modeladmin.message_user(
                     request,
-                    f"{namespace.name}/{counter}: checkpoint held {result.stored}, events sum to {result.recounted} "
-                    f"({result.status}).",
+                    f"Recount of {namespace.name}/{counter}: checkpoint held {result.stored}, "
+                    f"events sum to {result.recounted} ({result.status}).",
                     messages.WARNING,
                 )
     summary = ", ".join(f"{count} {status}" for status, count in sorted(statuses.items()))

@@ -1,0 +1,93 @@
+"""The dashboard: staff only, and its numbers agree with the API and the pipeline's state."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.utils import timezone
+
+from counterproject import heartbeats
+from rollups import queues
+from rollups.models import Checkpoint
+from tests.conftest import counter_url, rollup_all, token
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("url", ["/dashboard/", "/dashboard/data", "/dashboard/lookup?namespace=x&counter=y"])
+def test_anonymous_visitors_are_sent_to_the_admin_login(client, url):
+    response = client.get(url)
+    assert response.status_code == 302
+    assert response["Location"].startswith("/admin/login/?next=/dashboard/")
+
+
+@pytest.mark.django_db
+def test_users_without_staff_status_are_sent_to_the_admin_login(client, django_user_model):
+    client.force_login(django_user_model.objects.create_user("visitor", password="pw"))
+    assert client.get("/dashboard/").status_code == 302
+
+
+@pytest.mark.django_db
+def test_dashboard_page_serves_the_local_chart_library(admin_client):
+    page = admin_client.get("/dashboard/").content.decode()
+    assert '<script src="/static/dashboard/vendor/uPlot.iife.min.js"></script>' in page
+    assert "cdn" not in page.lower()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("counter_type", ["eventual", "accurate", "best_effort"])
+def test_lookup_count_equals_get_count(admin_client, api, make_namespace, counter_type):
+    namespace = make_namespace(counter_type)
+    for delta in (5, 7, -2):
+        api.post(
+            counter_url(namespace.name, "hits", "add"), {"delta": delta, "idempotency_token": token()}, format="json"
+        )
+    if namespace.uses_event_log:
+        rollup_all(namespace)
+    api.post(counter_url(namespace.name, "hits", "add"), {"delta": 100}, format="json")
+    expected = api.get(counter_url(namespace.name, "hits")).json()["count"]
+    result = admin_client.get(f"/dashboard/lookup?namespace={namespace.name}&counter=hits").json()
+    assert int(result["count"]) == expected
+    if counter_type == "best_effort":
+        assert (result["checkpoint"], result["tail"], result["recent_events"]) == (None, None, [])
+        return
+    assert expected == (10 if counter_type == "eventual" else 110)
+    assert result["checkpoint"]["count"] == "10"
+    assert result["tail"] == {"events": 1, "adds": "100", "clears": 0}
+    assert [event["delta"] for event in result["recent_events"]] == ["100", "-2", "7", "5"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_overview_reports_ingest_backlog_lag_and_stale_counters(admin_client, api, make_namespace):
+    namespace = make_namespace("eventual")
+    for counter in ("a", "b"):
+        api.post(counter_url(namespace.name, counter, "add"), {"delta": 1}, format="json")
+    rollup_all(namespace)
+    queues.purge(namespace.name)  # as if the workers had drained them
+    api.post(counter_url(namespace.name, "a", "add"), {"delta": 1}, format="json")
+    an_hour_ago = timezone.now() - dt.timedelta(hours=1)
+    Checkpoint.objects.filter(namespace=namespace.name, counter="b").update(
+        last_rollup_ts=an_hour_ago, last_write_ts=an_hour_ago + dt.timedelta(seconds=1)
+    )
+    heartbeats.stamp(heartbeats.BEAT)
+
+    data = admin_client.get(f"/dashboard/data?namespace={namespace.name}").json()
+
+    assert data["last_hour"] == {"ingest": 3, "rollup": 0, "throttled": 0, "rollup_failed": 0}
+    assert sum(data["series"]["ingest"]) == 3 and len(data["series"]["ingest"]) == 60
+    assert data["backlog"] == 1
+    assert data["queues"] == [
+        {"namespace": namespace.name, "queue": queues.queue_index("a", namespace.rollup_num_queues), "depth": 1}
+    ]
+    assert data["lag_seconds"]["sampled"] == 1 and data["lag_seconds"]["never_rolled"] == 0
+    assert 0 <= data["lag_seconds"]["max"] < 60
+    assert [(s["counter"], round(s["behind_seconds"] / 60)) for s in data["stale"]] == [("b", 60)]
+    assert data["checkpoints"] == 2
+    assert data["heartbeats"]["beat"]["alive"] is True
+    assert data["heartbeats"]["worker"] == {"age_seconds": None, "alive": False}
+    assert data["partitions"] and data["retention_horizon"]
+
+
+@pytest.mark.django_db
+def test_overview_of_an_unknown_namespace_is_404(admin_client):
+    assert admin_client.get("/dashboard/data?namespace=nope").status_code == 404
