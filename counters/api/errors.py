@@ -7,6 +7,7 @@ import logging
 import math
 
 import redis
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
@@ -107,7 +108,10 @@ class ApiErrorMiddleware:
         if not request.path.startswith("/api/"):
             return None
         if isinstance(exception, RequestDataTooBig):
-            return JsonResponse(envelope("payload_too_large", "The body is too large."), status=413)
+            limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+            return JsonResponse(
+                envelope("payload_too_large", f"The body is larger than {limit} bytes.", {"limit": limit}), status=413
+            )
         if isinstance(exception, UNAVAILABLE_ERRORS):
             logger.warning("dependency unavailable: %s", exception)
             return JsonResponse(envelope("unavailable", "A dependency is unavailable; retry."), status=503)
