@@ -1,0 +1,109 @@
+"""Many writers at once, with real threads, real HTTP handling and real transactions."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import connection
+
+from counters.models import Namespace
+from rollups import pipeline
+from tests.conftest import counter_url, make_client, token
+
+THREADS = 16
+
+
+def in_threads(count: int, work) -> list:
+    """Run ``work(i)`` in ``count`` real threads released together; re-raise the first error."""
+    barrier = threading.Barrier(count)
+    results: list = [None] * count
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait(timeout=30)
+            results[i] = work(i)
+        except BaseException as error:  # noqa: BLE001 - handed to the main thread
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    if errors:
+        raise errors[0]
+    return results
+
+
+def final_count(namespace: Namespace, counter: str) -> int:
+    if namespace.uses_event_log:
+        pipeline.rollup(namespace, [counter])
+    return make_client("read").get(counter_url(namespace.name, counter)).json()["count"]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("counter_type", ["best_effort", "eventual", "accurate"])
+@pytest.mark.parametrize("action", ["add", "add-and-get"])
+def test_concurrent_requests_with_one_token_apply_it_once(make_namespace, counter_type, action):
+    namespace = make_namespace(counter_type)
+    clients = [make_client("write") for _ in range(THREADS)]
+    body = {"delta": 5, "idempotency_token": token()}
+
+    responses = in_threads(
+        THREADS, lambda i: clients[i].post(counter_url(namespace.name, "one", action), body, format="json")
+    )
+
+    fresh = [r for r in responses if r.status_code == 200 and "Idempotent-Replayed" not in r]
+    replays = [r for r in responses if r.status_code == 200 and r.get("Idempotent-Replayed") == "true"]
+    busy = [r for r in responses if r.status_code == 409]
+    assert len(fresh) == 1
+    assert len(fresh) + len(replays) + len(busy) == THREADS
+    assert all(r.json()["error"]["code"] == "idempotency_in_progress" for r in busy)
+    assert all(r.json() == fresh[0].json() for r in replays)
+    if action == "add-and-get":
+        assert fresh[0].json()["count"] == 5
+    assert final_count(namespace, "one") == 5
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("counter_type", ["best_effort", "eventual", "accurate"])
+def test_concurrent_adds_to_one_new_counter_all_count(make_namespace, counter_type):
+    namespace = make_namespace(counter_type)
+    clients = [make_client("write") for _ in range(THREADS)]
+
+    responses = in_threads(
+        THREADS,
+        lambda i: clients[i].post(
+            counter_url(namespace.name, "hot", "add-and-get"), {"delta": 1, "idempotency_token": token()}, format="json"
+        ),
+    )
+
+    assert [r.status_code for r in responses] == [200] * THREADS
+    counts = sorted(r.json()["count"] for r in responses)
+    if counter_type == "accurate":
+        # Read-your-writes: each count includes its own add and whatever had committed before it.
+        assert all(1 <= c <= THREADS for c in counts)
+    if counter_type == "best_effort":
+        assert counts == list(range(1, THREADS + 1))  # one atomic INCRBY each
+    assert final_count(namespace, "hot") == THREADS
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("counter_type", ["best_effort", "eventual", "accurate"])
+def test_concurrent_batches_on_shared_counters_all_count(make_namespace, counter_type):
+    namespace = make_namespace(counter_type)
+    clients = [make_client("write") for _ in range(8)]
+    url = f"/api/v1/namespaces/{namespace.name}/batch"
+
+    def batch(i: int):
+        mutations = [{"counter": c, "delta": i + 1, "idempotency_token": token()} for c in ("x", "y", "z")]
+        return clients[i].post(url, {"mutations": mutations}, format="json")
+
+    responses = in_threads(8, batch)
+
+    assert [r.status_code for r in responses] == [200] * 8
+    assert [final_count(namespace, c) for c in ("x", "y", "z")] == [36, 36, 36]
