@@ -478,3 +478,24 @@ def test_batch_with_a_future_token_applies_nothing(api, make_namespace, counter_
     response = api.post(f"/api/v1/namespaces/{namespace.name}/batch", {"mutations": mutations}, format="json")
     assert error_of(response, 422, "generation_time_in_future") == {"index": 1}
     assert count_of(api, namespace, "a") == 0
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("counter_type", TYPES)
+def test_unusual_but_valid_names_round_trip(api, make_namespace, counter_type):
+    namespace = make_namespace(counter_type)
+    names = ["a?b#c%d&e=f", "ünï😀", "😀" * 255, "A", "a", "..."]
+    for index, name in enumerate(names):
+        response = api.post(counter_url(namespace.name, name, "add-and-get"), {"delta": index + 1}, format="json")
+        assert (response.status_code, response.json()["counter"]) == (200, name)
+    if namespace.uses_event_log:
+        pipeline.rollup(namespace, names)
+    for index, name in enumerate(names):
+        assert api.get(counter_url(namespace.name, name)).json()["count"] == index + 1
+    listed = []
+    url = f"/api/v1/namespaces/{namespace.name}/counters?limit=1"
+    while url:
+        page = api.get(url).json()
+        listed += [item["counter"] for item in page["results"]]
+        url = page["next"]
+    assert listed == sorted(names)

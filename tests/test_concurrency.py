@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 
 import pytest
@@ -107,3 +108,45 @@ def test_concurrent_batches_on_shared_counters_all_count(make_namespace, counter
 
     assert [r.status_code for r in responses] == [200] * 8
     assert [final_count(namespace, c) for c in ("x", "y", "z")] == [36, 36, 36]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("counter_type", ["eventual", "accurate"])
+def test_a_token_held_by_an_open_request_is_409_then_a_replay(make_namespace, counter_type):
+    from django.db import transaction
+
+    from counters import services
+
+    namespace = make_namespace(counter_type)
+    tok = token()
+    generation_time = services.Token(tok["token"], dt.datetime.fromisoformat(tok["generation_time"]))
+    claimed, release = threading.Event(), threading.Event()
+
+    def first_request() -> None:
+        try:
+            with transaction.atomic():
+                services.mutate(namespace, [services.Mutation("held", "add", 3, generation_time)], "add")
+                claimed.set()
+                assert release.wait(timeout=30)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=first_request)
+    holder.start()
+    client = make_client("write")
+    try:
+        assert claimed.wait(timeout=30)
+        response = client.post(
+            counter_url(namespace.name, "held", "add"), {"delta": 3, "idempotency_token": tok}, format="json"
+        )
+        assert response.status_code == 409
+        assert response.json()["error"]["code"] == "idempotency_in_progress"
+    finally:
+        release.set()
+        holder.join(timeout=30)
+
+    retry = client.post(
+        counter_url(namespace.name, "held", "add"), {"delta": 3, "idempotency_token": tok}, format="json"
+    )
+    assert (retry.status_code, retry["Idempotent-Replayed"]) == (200, "true")
+    assert final_count(namespace, "held") == 3
