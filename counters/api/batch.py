@@ -74,7 +74,8 @@ def parse_item(index: int, item: object) -> services.Mutation:
         if not isinstance(raw, dict) or raw.keys() != _TOKEN_FIELDS:
             raise _fail(index, "idempotency_token", "Must be {token, generation_time}.", "invalid_token")
         value, generated = raw["token"], parse_time(raw["generation_time"])
-        if not isinstance(value, str) or not 1 <= len(value) <= 255:
+        # PostgreSQL text cannot hold NUL; the single-counter serializers refuse it the same way.
+        if not isinstance(value, str) or not 1 <= len(value) <= 255 or "\x00" in value:
             raise _fail(index, "idempotency_token", "token must be a string of 1 to 255 characters.", "invalid_token")
         if generated is None:
             raise _fail(index, "idempotency_token", "generation_time must be RFC 3339 with an offset.", "invalid_token")

@@ -7,9 +7,16 @@ from rest_framework.parsers import JSONParser
 from counters.exceptions import PayloadTooLarge
 
 
-class NonFinite(str):
+class NonFinite:
     """Stands for a NaN or Infinity literal, so validation can call it an invalid number rather
-    than the parser calling the whole body malformed."""
+    than the parser calling the whole body malformed. It is neither a number nor a string, so no
+    field (and no hand-written check) can take it for a valid value."""
+
+    def __init__(self, literal: str):
+        self.literal = literal
+
+    def __repr__(self) -> str:
+        return self.literal
 
 
 class StrictJSONParser(JSONParser):

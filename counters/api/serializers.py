@@ -9,7 +9,6 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
-from counters.api.parsers import NonFinite
 from counters.models import LIMITS, CounterType
 from counters.names import NAMESPACE_PATTERN, counter_name_problem, is_valid_namespace
 
@@ -44,7 +43,7 @@ class StrictCharField(serializers.CharField):
     """A string that must be a JSON string (DRF's CharField would turn 5 into "5")."""
 
     def to_internal_value(self, data):
-        if not isinstance(data, str) or isinstance(data, NonFinite):
+        if not isinstance(data, str):
             self.fail("invalid")
         return super().to_internal_value(data)
 
@@ -119,8 +118,6 @@ class CounterNameField(StrictCharField):
         super().__init__(trim_whitespace=False, **kwargs)
 
     def to_internal_value(self, data):
-        if isinstance(data, NonFinite):
-            self.fail("invalid")
         problem = counter_name_problem(data)
         if problem:
             raise serializers.ValidationError(f"Invalid counter name: {problem}.")

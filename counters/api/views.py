@@ -19,7 +19,7 @@ from counters.api import serializers as s
 from counters.api.auth import HasRole
 from counters.exceptions import InvalidRequest, NamespaceExists, NamespaceNotFound, PayloadTooLarge
 from counters.models import Namespace
-from counters.names import counter_name_problem, is_valid_namespace
+from counters.names import COUNTER_MAX_LENGTH, counter_name_problem, is_valid_namespace
 
 # Which serializer fields decide the error code of a 400 (API.md's table).
 _FIELD_CODES = {
@@ -51,9 +51,22 @@ def encode_cursor(value: str) -> str:
 
 def decode_cursor(value: str) -> str:
     try:
-        return base64.b64decode(value + "=" * (-len(value) % 4), altchars=b"-_", validate=True).decode()
+        decoded = base64.b64decode(value + "=" * (-len(value) % 4), altchars=b"-_", validate=True).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise InvalidRequest("Invalid cursor.", {"cursor": value}) from None
+    # PostgreSQL text cannot hold NUL: compared against names it would be a 500, not a page.
+    if "\x00" in decoded:
+        raise InvalidRequest("Invalid cursor.", {"cursor": value})
+    return decoded
+
+
+def name_prefix(request: Request) -> str:
+    prefix = request.query_params.get("prefix", "")
+    if "\x00" in prefix or len(prefix) > COUNTER_MAX_LENGTH:
+        raise InvalidRequest(
+            f"prefix must be at most {COUNTER_MAX_LENGTH} code points without NUL.", {"prefix": prefix[:300]}
+        )
+    return prefix
 
 
 def page_limit(request: Request) -> int:
@@ -258,7 +271,7 @@ class CounterListView(ApiView):
     def get(self, request: Request, ns: str) -> Response:
         namespace = self.namespace(ns)
         limit = page_limit(request)
-        prefix = request.query_params.get("prefix", "")
+        prefix = name_prefix(request)
         cursor = request.query_params.get("cursor")
         after = decode_cursor(cursor) if cursor else None
         page = reads.list_counts(namespace, prefix, after, limit + 1)
