@@ -67,11 +67,12 @@ def token_operation(operation: str, mutation: Mutation) -> str:
     return mutation.op if operation == "batch" else operation
 
 
-def check_token_times(namespace: Namespace, mutations: list[Mutation], now: dt.datetime) -> None:
+def check_token_times(namespace: Namespace, mutations: list[Mutation], operation: str, now: dt.datetime) -> None:
     for index, mutation in enumerate(mutations):
         if mutation.token is None:
             continue
-        details = {"index": index} if len(mutations) > 1 else {}
+        # Like every other batch error, name the item, also in a batch of one.
+        details = {"index": index} if operation == "batch" else {}
         if mutation.token.generation_time > now + FUTURE_TOLERANCE:
             raise Unprocessable("generation_time is in the future.", details, code="generation_time_in_future")
         if mutation.token.generation_time < now - dt.timedelta(seconds=namespace.idempotency_window_seconds):
@@ -94,7 +95,7 @@ def mutate(namespace: Namespace, mutations: list[Mutation], operation: str) -> l
             f"A batch holds at most {namespace.max_batch_size} mutations.",
             {"max_batch_size": namespace.max_batch_size, "size": len(mutations)},
         )
-    check_token_times(namespace, mutations, dt.datetime.now(dt.UTC))
+    check_token_times(namespace, mutations, operation, dt.datetime.now(dt.UTC))
     if not namespace.uses_event_log:
         return _reported(namespace, _mutate_best_effort(namespace, mutations, operation))
     backpressure.check(namespace)

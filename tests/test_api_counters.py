@@ -499,3 +499,17 @@ def test_unusual_but_valid_names_round_trip(api, make_namespace, counter_type):
         listed += [item["counter"] for item in page["results"]]
         url = page["next"]
     assert listed == sorted(names)
+
+
+@pytest.mark.parametrize("counter_type", TYPES)
+def test_a_batch_of_one_still_names_the_index_of_its_rejected_item(api, make_namespace, counter_type):
+    namespace = make_namespace(counter_type)
+    url = f"/api/v1/namespaces/{namespace.name}/batch"
+    future = token(generation_time=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
+    response = api.post(url, {"mutations": [{"counter": "a", "delta": 1, "idempotency_token": future}]}, format="json")
+    assert error_of(response, 422, "generation_time_in_future") == {"index": 0}
+    expired = token(generation_time=dt.datetime.now(dt.UTC) - dt.timedelta(days=2))
+    response = api.post(
+        url, {"mutations": [{"counter": "a", "op": "clear", "idempotency_token": expired}]}, format="json"
+    )
+    assert error_of(response, 422, "idempotency_token_expired") == {"index": 0}
