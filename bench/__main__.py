@@ -48,8 +48,6 @@ def configure_environment(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     configure_environment(args)
-    os.chdir(BASE_DIR)
-    sys.path.insert(0, str(BASE_DIR))
     import django
 
     django.setup()

@@ -260,7 +260,7 @@ def hot_counter(bench: Bench) -> None:
 
 
 def rollup_throughput(bench: Bench) -> None:
-    events = 200_000 if bench.quick else 1_000_000
+    events = 100_000 if bench.quick else 1_000_000
     counters = 1000
     ns = namespace("b-rollup", "eventual", accept_limit_seconds=0)
     insert_events(ns.name, "r", counters, events)
@@ -305,7 +305,7 @@ def convergence(bench: Bench) -> None:
     accept_limit = 1
     ns = namespace("b-converge", "eventual", accept_limit_seconds=accept_limit)
     add_rate = bench.results["http_floor"]["AddCount eventual"]["max"]["rate"]
-    seconds = 15 if bench.quick else 40
+    seconds = 12 if bench.quick else 40
     background: dict = {}
 
     def mixed_load() -> None:
