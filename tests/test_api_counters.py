@@ -300,12 +300,21 @@ def test_add_refuses_invalid_deltas(api, make_namespace, counter_type, body):
     assert count_of(api, namespace, "x") == 0
 
 
-@pytest.mark.parametrize("raw", [b'{"delta": NaN}', b'{"delta": Infinity}', b'{"delta": 1e3}', b'{"delta": 1,}'])
-def test_add_refuses_non_integer_json(api, make_namespace, raw):
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (b'{"delta": NaN}', "invalid_delta"),
+        (b'{"delta": Infinity}', "invalid_delta"),
+        (b'{"delta": -Infinity}', "invalid_delta"),
+        (b'{"delta": 1e3}', "invalid_delta"),
+        (b'{"delta": 1,}', "invalid_request"),
+        (b"", "invalid_delta"),  # an empty body is an object without delta
+    ],
+)
+def test_add_refuses_non_integer_json(api, make_namespace, raw, code):
     namespace = make_namespace("accurate")
     response = api.post(counter_url(namespace.name, "x", "add"), raw, content_type="application/json")
-    assert response.status_code == 400
-    assert response.json()["error"]["code"] in ("invalid_delta", "invalid_request")
+    error_of(response, 400, code)
     assert count_of(api, namespace, "x") == 0
 
 
