@@ -14,7 +14,7 @@ from django.db import IntegrityError, OperationalError, connection, transaction
 
 from counterproject import activity, metrics
 from counters import besteffort, partitions
-from counters.exceptions import IdempotencyInProgress, PayloadTooLarge, Unavailable, Unprocessable
+from counters.exceptions import IdempotencyInProgress, NamespaceNotFound, PayloadTooLarge, Unavailable, Unprocessable
 from counters.models import EventKind, IdempotencyToken, Namespace
 from rollups import backpressure, cache, pipeline, queues
 
@@ -177,6 +177,11 @@ def _mutate_logged(namespace: Namespace, mutations: list[Mutation], operation: s
                 "SET LOCAL statement_timeout = %s; SET LOCAL lock_timeout = %s",
                 [settings.COUNTERS["WRITE_STATEMENT_TIMEOUT_MS"], settings.COUNTERS["TOKEN_LOCK_TIMEOUT_MS"]],
             )
+            # The caller loaded the namespace before this transaction began; if a delete committed
+            # since, our events would outlive it (delete_namespace waits only for older transactions).
+            cursor.execute("SELECT 1 FROM counters_namespace WHERE name = %s", [namespace.name])
+            if cursor.fetchone() is None:
+                raise NamespaceNotFound(f"No namespace {namespace.name!r}.")
             tokened = [i for i, m in enumerate(mutations) if m.token is not None]
             if tokened:
                 _claim_tokens(cursor, namespace, mutations, operation, tokened, fresh, statuses, bodies)
@@ -260,16 +265,35 @@ def _trigger_rollups(namespace: Namespace, counters: list[str]) -> None:
         logger.warning("rollup trigger lost for %d counters of %s", len(counters), namespace.name)
 
 
+# Write transactions last milliseconds (statement_timeout bounds each statement); a transaction
+# still open after this long is not a writer of ours, and the delete goes ahead without it.
+DELETE_WAIT_SECONDS = 10.0
+
+
+def _wait_for_older_transactions() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT clock_timestamp()")
+        deleted_at = cursor.fetchone()[0]
+    deadline = time.monotonic() + DELETE_WAIT_SECONDS
+    while pipeline.closed_until(0) < deleted_at:
+        if time.monotonic() > deadline:
+            logger.warning("namespace delete went ahead past a transaction open for %ss", DELETE_WAIT_SECONDS)
+            return
+        time.sleep(0.05)
+
+
 def delete_namespace(namespace: Namespace, chunk: int = 5000) -> None:
     """Remove a namespace with every event, token, checkpoint, cached value and queued rollup.
 
-    The row goes first, so writers see 404 at once; events and tokens then go in bounded,
-    id-ordered batches, each in its own transaction.
+    The row goes first, so writers see 404 at once; write transactions that began before it and
+    may still commit events are waited for (up to ``DELETE_WAIT_SECONDS``); events and tokens then
+    go in bounded, id-ordered batches, each in its own transaction.
     """
     from rollups.models import Checkpoint
 
     name = namespace.name
     namespace.delete()
+    _wait_for_older_transactions()
     with connection.cursor() as cursor:
         for table in ("counters_event", "counters_idempotencytoken"):
             while True:

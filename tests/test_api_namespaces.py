@@ -240,3 +240,58 @@ def test_a_recreated_namespace_starts_from_zero(api, make_namespace):
     assert api.post("/api/v1/namespaces", body, format="json").status_code == 201
     body = api.get(counter_url(namespace.name, "n")).json()
     assert (body["count"], body["consistency"]) == (0, "accurate")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_write_in_flight_during_delete_leaves_no_event_behind(api, make_namespace):
+    import threading
+
+    from django.db import transaction
+
+    from counters import services
+
+    namespace = make_namespace("accurate")
+    name = namespace.name
+    in_transaction, release = threading.Event(), threading.Event()
+
+    def slow_writer() -> None:
+        try:
+            with transaction.atomic():
+                services.mutate(namespace, [services.Mutation("x", "add", 5, None)], "add")
+                in_transaction.set()
+                assert release.wait(timeout=30)
+        finally:
+            connection.close()
+
+    def deleter() -> None:
+        try:
+            services.delete_namespace(Namespace.objects.get(name=name))
+        finally:
+            connection.close()
+
+    writer = threading.Thread(target=slow_writer)
+    writer.start()
+    assert in_transaction.wait(timeout=30)
+    deleting = threading.Thread(target=deleter)
+    deleting.start()
+    deleting.join(timeout=0.5)
+    release.set()
+    writer.join(timeout=30)
+    deleting.join(timeout=30)
+
+    assert not deleting.is_alive()
+    assert event_rows(name) == 0
+    assert api.post("/api/v1/namespaces", {"name": name, "counter_type": "accurate"}, format="json").status_code == 201
+    assert api.get(counter_url(name, "x")).json()["count"] == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_write_with_a_namespace_loaded_before_its_delete_is_404(api, make_namespace):
+    from counters import services
+    from counters.exceptions import NamespaceNotFound
+
+    namespace = make_namespace("eventual")
+    assert api.delete(f"/api/v1/namespaces/{namespace.name}").status_code == 204
+    with pytest.raises(NamespaceNotFound):
+        services.mutate(namespace, [services.Mutation("x", "add", 5, None)], "add")
+    assert event_rows(namespace.name) == 0
