@@ -76,7 +76,10 @@ upserted AS (
     SELECT %(namespace)s, counter, count, %(until)s, last_write_ts,
            CASE WHEN from_ts IS NULL THEN first_write_ts END, clock_timestamp()
     FROM folded
-    WHERE (from_ts IS NULL AND n_events > 0) OR from_ts < %(until)s
+    WHERE ((from_ts IS NULL AND n_events > 0) OR from_ts < %(until)s)
+      -- A drain holding a namespace deleted since must not leave a checkpoint behind it
+      -- (services.delete_namespace waits for rollups older than the delete, not newer ones).
+      AND EXISTS (SELECT 1 FROM counters_namespace n WHERE n.name = %(namespace)s)
     ON CONFLICT (namespace, counter) DO UPDATE SET
         last_rollup_count = EXCLUDED.last_rollup_count,
         last_rollup_ts = EXCLUDED.last_rollup_ts,

@@ -234,3 +234,19 @@ def test_a_rollup_with_nothing_new_leaves_the_count_and_moves_forward(api, make_
     assert after.last_rollup_ts >= before.last_rollup_ts
     assert pipeline.rollup(namespace, ["never-written"]).advanced == 0
     assert not Checkpoint.objects.filter(namespace=namespace.name, counter="never-written").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rollup_of_a_deleted_namespace_writes_no_checkpoint(make_namespace):
+    from counterproject.redis_client import get_redis
+    from rollups import cache
+
+    namespace = make_namespace("eventual")
+    add(namespace, "x", 4)
+    # The moment inside delete_namespace after the row is gone and before its events are swept:
+    # a drain that loaded the namespace earlier must not leave a checkpoint behind.
+    Namespace.objects.filter(name=namespace.name).delete()
+    result = pipeline.rollup(namespace, ["x"])
+    assert result.advanced == 0
+    assert not Checkpoint.objects.filter(namespace=namespace.name).exists()
+    assert get_redis().exists(cache.key(namespace.name, "x")) == 0
