@@ -60,7 +60,7 @@ class CheckpointAdmin(CounterSearchMixin, admin.ModelAdmin):
 
 @admin.register(SweepState)
 class SweepStateAdmin(admin.ModelAdmin):
-    list_display = ("swept_until",)
+    list_display = ("namespace", "swept_until")
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -34,10 +34,13 @@ class Checkpoint(models.Model):
 
 
 class SweepState(models.Model):
-    """Durable progress of the stale sweep: every event at or before ``swept_until`` is known to be
-    folded into its checkpoint, so a sweep only scans newer events. One row (id=1)."""
+    """Durable progress of the stale sweep, per namespace: every event of ``namespace`` at or
+    before ``swept_until`` is known to be folded into its checkpoint, so a sweep only scans newer
+    events. Per namespace because each namespace's window closes ``accept_limit_seconds`` behind
+    now: one namespace with a long accept limit must not hold back the repair of the others."""
 
+    namespace = models.CharField(max_length=63, unique=True)
     swept_until = models.DateTimeField()
 
     def __str__(self) -> str:
-        return f"swept until {self.swept_until}"
+        return f"{self.namespace} swept until {self.swept_until}"

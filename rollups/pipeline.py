@@ -265,53 +265,49 @@ def trigger_after_read(namespace: Namespace, counter: str) -> None:
 
 
 _UNROLLED = """
-SELECT e.namespace, e.counter, min(e.event_time)
+SELECT e.counter, min(e.event_time)
 FROM counters_event e
-JOIN counters_namespace n ON n.name = e.namespace
 LEFT JOIN rollups_checkpoint c ON c.namespace = e.namespace AND c.counter = e.counter
-WHERE e.event_time > %(since)s AND e.event_time <= %(until)s
+WHERE e.namespace = %(namespace)s AND e.event_time > %(since)s AND e.event_time <= %(until)s
   AND (c.last_rollup_ts IS NULL OR e.event_time > c.last_rollup_ts)
-GROUP BY e.namespace, e.counter
+GROUP BY e.counter
 """
 
 
 @dataclass
 class SweepResult:
     stale: int = 0
-    since: dt.datetime | None = None
-    until: dt.datetime | None = None
 
 
 def sweep_stale(stale_after_seconds: float) -> SweepResult:
     """Re-enqueue every counter with events older than ``stale_after_seconds`` that no checkpoint
     covers yet, so counters converge even when every trigger was lost (Redis flushed, worker
-    killed). Only events after the durable watermark are scanned; the watermark moves to just
-    before the oldest event still unfolded (compare-and-set, so concurrent sweeps are harmless).
+    killed). Each namespace is scanned from its durable watermark to its own closed window; the
+    watermark then moves to just before the oldest event still unfolded (compare-and-set, so
+    concurrent sweeps are harmless).
     """
+    result = SweepResult()
+    for namespace in Namespace.objects.exclude(counter_type="best_effort"):
+        result.stale += _sweep_namespace(namespace, stale_after_seconds)
+    if result.stale:
+        logger.info("stale sweep re-enqueued %d counters", result.stale)
+    return result
+
+
+def _sweep_namespace(namespace: Namespace, stale_after_seconds: float) -> int:
     from rollups.models import SweepState
 
-    state, _ = SweepState.objects.get_or_create(id=1, defaults={"swept_until": dt.datetime(1970, 1, 1, tzinfo=dt.UTC)})
-    longest_accept = max(
-        Namespace.objects.exclude(counter_type="best_effort").values_list("accept_limit_seconds", flat=True),
-        default=0,
+    state, _ = SweepState.objects.get_or_create(
+        namespace=namespace.name, defaults={"swept_until": dt.datetime(1970, 1, 1, tzinfo=dt.UTC)}
     )
-    until = closed_until(max(longest_accept, stale_after_seconds))
-    result = SweepResult(since=state.swept_until, until=until)
+    until = closed_until(max(namespace.accept_limit_seconds, stale_after_seconds))
     if until <= state.swept_until:
-        return result
+        return 0
     with connection.cursor() as cursor:
-        cursor.execute(_UNROLLED, {"since": state.swept_until, "until": until})
+        cursor.execute(_UNROLLED, {"namespace": namespace.name, "since": state.swept_until, "until": until})
         rows = cursor.fetchall()
-    by_namespace: dict[str, list[str]] = {}
-    oldest = until
-    for namespace, counter, first_unrolled in rows:
-        by_namespace.setdefault(namespace, []).append(counter)
-        oldest = min(oldest, first_unrolled - dt.timedelta(microseconds=1))
-    now = queues.now_ms()
-    for namespace in Namespace.objects.filter(name__in=by_namespace):
-        queues.trigger(namespace.name, namespace.rollup_num_queues, by_namespace[namespace.name], now)
-    result.stale = len(rows)
-    SweepState.objects.filter(id=1, swept_until=state.swept_until).update(swept_until=oldest)
     if rows:
-        logger.info("stale sweep re-enqueued %d counters", len(rows))
-    return result
+        queues.trigger(namespace.name, namespace.rollup_num_queues, [counter for counter, _ in rows], queues.now_ms())
+    oldest = min([until] + [first - dt.timedelta(microseconds=1) for _, first in rows])
+    SweepState.objects.filter(id=state.id, swept_until=state.swept_until).update(swept_until=oldest)
+    return len(rows)

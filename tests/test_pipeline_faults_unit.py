@@ -159,6 +159,21 @@ def test_every_trigger_lost_converges_after_one_sweep_and_one_drain(api, make_na
     assert pipeline.sweep_stale(0).stale == 0
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_long_accept_limit_in_one_namespace_does_not_delay_the_sweep_of_another(api, make_namespace):
+    slow = make_namespace(accept_limit_seconds=3600)
+    fast = make_namespace()
+    add(api, slow, "s", 1)
+    add(api, fast, "f", 4)
+    get_redis().flushall()
+    assert pipeline.sweep_stale(0).stale == 1
+    assert queues.due_queues(fast.name) != []
+    assert queues.due_queues(slow.name) == []
+    drain_everything(fast)
+    assert checkpoint_counts(fast) == {"f": 4}
+    assert checkpoint_counts(slow) == {}
+
+
 # -- retention -------------------------------------------------------------------------------
 
 
