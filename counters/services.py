@@ -150,52 +150,83 @@ def _reused(details: dict) -> Unprocessable:
     )
 
 
-_CLAIM_TOKENS = """
-INSERT INTO counters_idempotencytoken
-    (namespace, counter, token, operation, delta, response_status, response_body, created_at)
-SELECT %s, t.counter, t.token, t.operation, t.delta, 200, t.body::jsonb, now()
-FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::text[]) AS t(counter, token, operation, delta, body)
-ON CONFLICT (namespace, counter, token) DO NOTHING
-RETURNING counter, token
-"""
-
-_INSERT_EVENTS = """
-INSERT INTO counters_event (namespace, counter, kind, delta, event_time)
-SELECT %s, e.counter, e.kind, e.delta, now()
-FROM unnest(%s::text[], %s::smallint[], %s::bigint[]) WITH ORDINALITY AS e(counter, kind, delta, position)
-ORDER BY e.position
+# One statement claims the request's tokens and appends its events, so a write costs one round
+# trip inside its transaction. An event is appended when its mutation has no token, or when it is
+# the first occurrence of its token in the request and that token was new (claimed): a replay
+# appends nothing. The namespace is re-checked in the same snapshot, so a write that races a
+# committed namespace DELETE appends nothing either.
+_WRITE = """
+WITH live AS (
+    SELECT 1 FROM counters_namespace WHERE name = %(namespace)s
+),
+claimed AS (
+    INSERT INTO counters_idempotencytoken
+        (namespace, counter, token, operation, delta, response_status, response_body, created_at)
+    SELECT %(namespace)s, t.counter, t.token, t.operation, t.delta, 200, t.body::jsonb, now()
+    FROM unnest(%(t_counters)s::text[], %(t_tokens)s::text[], %(t_operations)s::text[], %(t_deltas)s::bigint[],
+                %(t_bodies)s::text[]) AS t(counter, token, operation, delta, body)
+    WHERE EXISTS (SELECT 1 FROM live)
+    ON CONFLICT (namespace, counter, token) DO NOTHING
+    RETURNING counter, token
+),
+appended AS (
+    INSERT INTO counters_event (namespace, counter, kind, delta, event_time)
+    SELECT %(namespace)s, e.counter, e.kind, e.delta, now()
+    FROM unnest(%(counters)s::text[], %(kinds)s::smallint[], %(deltas)s::bigint[], %(tokens)s::text[],
+                %(firsts)s::boolean[]) WITH ORDINALITY AS e(counter, kind, delta, token, first, position)
+    WHERE EXISTS (SELECT 1 FROM live)
+      AND (e.token IS NULL
+           OR (e.first AND EXISTS (SELECT 1 FROM claimed c WHERE c.counter = e.counter AND c.token = e.token)))
+    ORDER BY e.position
+    RETURNING 1
+)
+SELECT EXISTS (SELECT 1 FROM live), (SELECT count(*) FROM appended),
+       COALESCE(array_agg(claimed.counter), '{}'), COALESCE(array_agg(claimed.token), '{}')
+FROM claimed
 """
 
 
 def _mutate_logged(namespace: Namespace, mutations: list[Mutation], operation: str) -> list[Outcome]:
-    fresh = [True] * len(mutations)
     bodies = [response_body(operation, namespace.name, m, None) for m in mutations]
     statuses = [200] * len(mutations)
+    seen: set[tuple[str, str]] = set()
+    firsts = []
+    for m in mutations:
+        key = (m.counter, m.token.value) if m.token else None
+        firsts.append(key is not None and key not in seen)
+        if key:
+            seen.add(key)
+    tokened = [i for i, m in enumerate(mutations) if m.token is not None]
     try:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(
-                "SET LOCAL statement_timeout = %s; SET LOCAL lock_timeout = %s",
-                [settings.COUNTERS["WRITE_STATEMENT_TIMEOUT_MS"], settings.COUNTERS["TOKEN_LOCK_TIMEOUT_MS"]],
+                "SET LOCAL statement_timeout = %(statement_ms)s; SET LOCAL lock_timeout = %(lock_ms)s; " + _WRITE,
+                {
+                    "statement_ms": settings.COUNTERS["WRITE_STATEMENT_TIMEOUT_MS"],
+                    "lock_ms": settings.COUNTERS["TOKEN_LOCK_TIMEOUT_MS"],
+                    "namespace": namespace.name,
+                    "t_counters": [mutations[i].counter for i in tokened],
+                    "t_tokens": [mutations[i].token.value for i in tokened],
+                    "t_operations": [token_operation(operation, mutations[i]) for i in tokened],
+                    "t_deltas": [mutations[i].delta if mutations[i].op == "add" else 0 for i in tokened],
+                    "t_bodies": [json.dumps(bodies[i]) for i in tokened],
+                    "counters": [m.counter for m in mutations],
+                    "kinds": [EventKind.CLEAR if m.op == "clear" else EventKind.ADD for m in mutations],
+                    "deltas": [0 if m.op == "clear" else m.delta for m in mutations],
+                    "tokens": [m.token.value if m.token else None for m in mutations],
+                    "firsts": firsts,
+                },
             )
-            # The caller loaded the namespace before this transaction began; if a delete committed
-            # since, our events would outlive it (delete_namespace waits only for older transactions).
-            cursor.execute("SELECT 1 FROM counters_namespace WHERE name = %s", [namespace.name])
-            if cursor.fetchone() is None:
+            live, _, claimed_counters, claimed_tokens = cursor.fetchone()
+            if not live:
                 raise NamespaceNotFound(f"No namespace {namespace.name!r}.")
-            tokened = [i for i, m in enumerate(mutations) if m.token is not None]
-            if tokened:
-                _claim_tokens(cursor, namespace, mutations, operation, tokened, fresh, statuses, bodies)
-            applied = [m for m, is_fresh in zip(mutations, fresh) if is_fresh]
-            if applied:
-                cursor.execute(
-                    _INSERT_EVENTS,
-                    [
-                        namespace.name,
-                        [m.counter for m in applied],
-                        [EventKind.CLEAR if m.op == "clear" else EventKind.ADD for m in applied],
-                        [0 if m.op == "clear" else m.delta for m in applied],
-                    ],
-                )
+            claimed = set(zip(claimed_counters, claimed_tokens))
+            fresh = [
+                m.token is None or (first and (m.counter, m.token.value) in claimed)
+                for m, first in zip(mutations, firsts)
+            ]
+            if len(claimed) < len(tokened):
+                _replays(namespace, mutations, operation, fresh, statuses, bodies)
             if operation == "add_and_get" and fresh[0]:
                 counts, _ = pipeline.live_counts(namespace, [mutations[0].counter])
                 bodies[0]["count"] = counts[mutations[0].counter]
@@ -203,7 +234,7 @@ def _mutate_logged(namespace: Namespace, mutations: list[Mutation], operation: s
                     IdempotencyToken.objects.filter(
                         namespace=namespace.name, counter=mutations[0].counter, token=mutations[0].token.value
                     ).update(response_body=bodies[0])
-            counters = sorted({m.counter for m in applied})
+            counters = sorted({m.counter for m, is_fresh in zip(mutations, fresh) if is_fresh})
             if counters:
                 transaction.on_commit(lambda: _trigger_rollups(namespace, counters))
     except OperationalError as error:
@@ -216,23 +247,11 @@ def _mutate_logged(namespace: Namespace, mutations: list[Mutation], operation: s
     return [Outcome(m.counter, f, s, b) for m, f, s, b in zip(mutations, fresh, statuses, bodies)]
 
 
-def _claim_tokens(cursor, namespace, mutations, operation, tokened, fresh, statuses, bodies) -> None:
-    """Insert the tokens of this request (the unique key makes a concurrent twin wait for us, then
-    see our row); mark every mutation whose token was already known as a replay."""
-    cursor.execute(
-        _CLAIM_TOKENS,
-        [
-            namespace.name,
-            [mutations[i].counter for i in tokened],
-            [mutations[i].token.value for i in tokened],
-            [token_operation(operation, mutations[i]) for i in tokened],
-            [mutations[i].delta if mutations[i].op == "add" else 0 for i in tokened],
-            [json.dumps(bodies[i]) for i in tokened],
-        ],
-    )
-    claimed = set(cursor.fetchall())
-    if len(claimed) == len(tokened):
-        return  # every token is new and none repeats: nothing to replay
+def _replays(namespace, mutations, operation, fresh, statuses, bodies) -> None:
+    """For every tokened mutation that appended nothing: a replay when its token was used with the
+    same operation and delta (answer with the first response), otherwise a reuse, which aborts the
+    whole request (the transaction rolls back what the statement appended)."""
+    tokened = [i for i, m in enumerate(mutations) if m.token is not None and not fresh[i]]
     known = {
         (row.counter, row.token): row
         for row in IdempotencyToken.objects.filter(
@@ -243,15 +262,10 @@ def _claim_tokens(cursor, namespace, mutations, operation, tokened, fresh, statu
     }
     for i in tokened:
         mutation = mutations[i]
-        key = (mutation.counter, mutation.token.value)
-        row = known[key]
-        if key in claimed:
-            claimed.discard(key)  # the first occurrence applies; a repeat in this request replays
-            continue
+        row = known[(mutation.counter, mutation.token.value)]
         delta = mutation.delta if mutation.op == "add" else 0
         if row.operation != token_operation(operation, mutation) or row.delta != delta:
             raise _reused({"index": i} if operation == "batch" else {})
-        fresh[i] = False
         statuses[i] = row.response_status
         bodies[i] = {"counter": mutation.counter, "applied": False} if operation == "batch" else row.response_body
 
