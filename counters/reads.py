@@ -25,27 +25,33 @@ def get_count(namespace: Namespace, counter: str) -> Count:
     if namespace.counter_type == CounterType.BEST_EFFORT:
         return Count(counter, besteffort.get(namespace.name, counter), None)
     if namespace.counter_type == CounterType.ACCURATE:
-        counts, as_of = pipeline.live_counts(namespace, [counter])
-        _trigger(namespace, counter)
-        return Count(counter, counts[counter], as_of)
+        live = pipeline.live_counts(namespace, [counter])
+        if counter in live.with_tail:
+            _trigger(namespace, counter)
+        return Count(counter, live.counts[counter], live.as_of)
     return _eventual(namespace, counter)
 
 
 def _eventual(namespace: Namespace, counter: str) -> Count:
     cached = cache.get(namespace.name, counter)
-    _trigger(namespace, counter)
     if cached is not None:
+        _trigger(namespace, counter)
         return Count(counter, cached.count, cached.rollup_ts)
     checkpoint = Checkpoint.objects.filter(namespace=namespace.name, counter=counter).first()
     if checkpoint is None:
+        # Never rolled up: its first write queued a rollup already (and the stale sweep repairs a
+        # lost one). Not queueing here keeps reads of arbitrary names from filling the queues.
         return Count(counter, 0, None)
+    _trigger(namespace, counter)
     count = int(checkpoint.last_rollup_count)
     cache.put_many(namespace.name, [(counter, count, checkpoint.last_rollup_ts)])
     return Count(counter, count, checkpoint.last_rollup_ts)
 
 
 def _trigger(namespace: Namespace, counter: str) -> None:
-    # Reads keep counters converging; a read must not fail because the trigger could not be queued.
+    """Reads keep counters converging. Only counters with a history are queued, so a client
+    reading names that were never written cannot grow the backlog until writers get 429."""
+    # A read must not fail because the trigger could not be queued.
     try:
         pipeline.trigger_after_read(namespace, counter)
     except redis.RedisError:
@@ -63,6 +69,6 @@ def list_counts(namespace: Namespace, prefix: str, after: str | None, limit: int
         rows = rows.filter(counter__gt=after)
     page = list(rows.order_by("counter").values_list("counter", "last_rollup_count", "last_rollup_ts")[:limit])
     if namespace.counter_type == CounterType.ACCURATE and page:
-        counts, as_of = pipeline.live_counts(namespace, [name for name, _, _ in page])
-        return [Count(name, counts[name], as_of) for name, _, _ in page]
+        live = pipeline.live_counts(namespace, [name for name, _, _ in page])
+        return [Count(name, live.counts[name], live.as_of) for name, _, _ in page]
     return [Count(name, int(count), rollup_ts) for name, count, rollup_ts in page]

@@ -228,8 +228,9 @@ def _mutate_logged(namespace: Namespace, mutations: list[Mutation], operation: s
             if len(claimed) < len(tokened):
                 _replays(namespace, mutations, operation, fresh, statuses, bodies)
             if operation == "add_and_get" and fresh[0]:
-                counts, _ = pipeline.live_counts(namespace, [mutations[0].counter])
-                bodies[0]["count"] = counts[mutations[0].counter]
+                bodies[0]["count"] = pipeline.live_counts(namespace, [mutations[0].counter]).counts[
+                    mutations[0].counter
+                ]
                 if mutations[0].token is not None:
                     IdempotencyToken.objects.filter(
                         namespace=namespace.name, counter=mutations[0].counter, token=mutations[0].token.value

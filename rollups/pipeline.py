@@ -94,7 +94,7 @@ FROM folded f LEFT JOIN upserted u ON u.counter = f.counter
 
 _LIVE_COUNT = f"""
 WITH {_FOLD}
-SELECT counter, count, statement_timestamp() FROM folded
+SELECT counter, count, n_events, statement_timestamp() FROM folded
 """
 
 _CLOSED_UNTIL = """
@@ -161,13 +161,24 @@ def _requeue_tail(namespace: Namespace, pending: dict[str, dt.datetime]) -> None
         queues.trigger(namespace.name, namespace.rollup_num_queues, [counter], due)
 
 
-def live_counts(namespace: Namespace, counters: list[str]) -> tuple[dict[str, int], dt.datetime]:
+@dataclass(frozen=True)
+class LiveCounts:
+    counts: dict[str, int]
+    # Counters with events after their checkpoint: the only ones a rollup would change.
+    with_tail: set[str]
+    as_of: dt.datetime
+
+
+def live_counts(namespace: Namespace, counters: list[str]) -> LiveCounts:
     """Checkpoint plus every committed event after it, per counter (the accurate read)."""
     with connection.cursor() as cursor:
         cursor.execute(_LIVE_COUNT, {"namespace": namespace.name, "counters": counters, "until": "infinity"})
         rows = cursor.fetchall()
-    as_of = rows[0][2] if rows else dt.datetime.now(dt.UTC)
-    return {counter: int(count) for counter, count, _ in rows}, as_of
+    return LiveCounts(
+        counts={counter: int(count) for counter, count, _, _ in rows},
+        with_tail={counter for counter, _, n_events, _ in rows if n_events},
+        as_of=rows[0][3] if rows else dt.datetime.now(dt.UTC),
+    )
 
 
 @dataclass

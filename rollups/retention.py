@@ -13,7 +13,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 
 from django.conf import settings
-from django.db import OperationalError, connection, transaction
+from django.db import OperationalError, ProgrammingError, connection, transaction
 
 from counters import partitions
 from counters.models import Namespace
@@ -65,9 +65,14 @@ def enforce(now: dt.datetime | None = None) -> RetentionResult:
     for partition in partitions.list_partitions():
         if partition.end > cutoff:
             continue
-        with connection.cursor() as cursor:
-            cursor.execute(_UNFOLDED_IN_PARTITION.format(partition=f'"{partition.name}"'))
-            unfolded = cursor.fetchall()
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(_UNFOLDED_IN_PARTITION.format(partition=f'"{partition.name}"'))
+                unfolded = cursor.fetchall()
+        except ProgrammingError as error:
+            if getattr(error.__cause__, "pgcode", None) == "42P01":
+                continue  # a concurrent run dropped it after we listed it
+            raise
         if unfolded:
             result.held.append(partition.name)
             _fold(unfolded)

@@ -250,3 +250,24 @@ def test_a_rollup_of_a_deleted_namespace_writes_no_checkpoint(make_namespace):
     assert result.advanced == 0
     assert not Checkpoint.objects.filter(namespace=namespace.name).exists()
     assert get_redis().exists(cache.key(namespace.name, "x")) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("counter_type", ["eventual", "accurate"])
+def test_reading_counters_never_written_queues_no_rollup(api, make_namespace, counter_type):
+    namespace = make_namespace(counter_type)
+    for i in range(5):
+        assert api.get(counter_url(namespace.name, f"never-{i}")).json()["count"] == 0
+    assert queues.depths(namespace.name) == {}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("counter_type", ["eventual", "accurate"])
+def test_reading_a_written_counter_queues_its_rollup(api, make_namespace, counter_type):
+    namespace = make_namespace(counter_type)
+    api.post(counter_url(namespace.name, "seen", "add"), {"delta": 2}, format="json")
+    pipeline.rollup(namespace, ["seen"])
+    api.post(counter_url(namespace.name, "seen", "add"), {"delta": 3}, format="json")
+    queues.purge(namespace.name)
+    assert api.get(counter_url(namespace.name, "seen")).json()["count"] == (5 if counter_type == "accurate" else 2)
+    assert sum(queues.depths(namespace.name).values()) == 1
