@@ -152,6 +152,19 @@ class NamespaceForm(forms.ModelForm):
         return cleaned
 
 
+class ReadOnlyAdminMixin:
+    """For tables only the service writes (events, checkpoints, sweep state): view, never edit."""
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
 @admin.register(Namespace)
 class NamespaceAdmin(admin.ModelAdmin):
     form = NamespaceForm
@@ -266,7 +279,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 
 @admin.register(Event)
-class EventAdmin(CounterSearchMixin, admin.ModelAdmin):
+class EventAdmin(ReadOnlyAdminMixin, CounterSearchMixin, admin.ModelAdmin):
     list_display = ("id", "namespace", "counter", "kind", "delta", "event_time")
     list_filter = (NamespaceListFilter, "kind")
     ordering = ("-id",)
@@ -274,12 +287,3 @@ class EventAdmin(CounterSearchMixin, admin.ModelAdmin):
     show_full_result_count = False
     list_per_page = 50
     actions = (force_rollup, recount)
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False

@@ -6,7 +6,14 @@ from __future__ import annotations
 from django.contrib import admin
 from django.db.models import F
 
-from counters.admin import CappedCountPaginator, CounterSearchMixin, NamespaceListFilter, force_rollup, recount
+from counters.admin import (
+    CappedCountPaginator,
+    CounterSearchMixin,
+    NamespaceListFilter,
+    ReadOnlyAdminMixin,
+    force_rollup,
+    recount,
+)
 from rollups.models import Checkpoint, SweepState
 
 
@@ -26,7 +33,7 @@ class TailFilter(admin.SimpleListFilter):
 
 
 @admin.register(Checkpoint)
-class CheckpointAdmin(CounterSearchMixin, admin.ModelAdmin):
+class CheckpointAdmin(ReadOnlyAdminMixin, CounterSearchMixin, admin.ModelAdmin):
     list_display = (
         "namespace",
         "counter",
@@ -48,25 +55,7 @@ class CheckpointAdmin(CounterSearchMixin, admin.ModelAdmin):
     def has_tail(self, obj: Checkpoint) -> bool:
         return obj.last_write_ts is not None and obj.last_write_ts > obj.last_rollup_ts
 
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
 
 @admin.register(SweepState)
-class SweepStateAdmin(admin.ModelAdmin):
+class SweepStateAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("namespace", "swept_until")
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False

@@ -4,9 +4,11 @@ its own, flushed around every test)."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import uuid
 
 import pytest
+from django.db import connection
 from rest_framework.test import APIClient
 
 from counterproject.redis_client import get_redis
@@ -94,3 +96,28 @@ def error_of(response, status: int, code: str) -> dict:
     assert body["error"]["code"] == code, body
     assert isinstance(body["error"]["message"], str) and body["error"]["message"]
     return body["error"]["details"]
+
+
+def in_threads(count: int, work) -> list:
+    """Run ``work(i)`` in ``count`` real threads released together; re-raise the first error."""
+    barrier = threading.Barrier(count)
+    results: list = [None] * count
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait(timeout=30)
+            results[i] = work(i)
+        except BaseException as error:  # noqa: BLE001 - handed to the main thread
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    if errors:
+        raise errors[0]
+    return results

@@ -13,32 +13,7 @@ from counters.api.serializers import format_time
 from counters.models import Namespace
 from rollups import pipeline, queues, tasks
 from rollups.models import Checkpoint
-from tests.conftest import counter_url
-
-
-def in_threads(count: int, work) -> list:
-    """Run ``work(i)`` in ``count`` real threads released together; re-raise the first error."""
-    barrier = threading.Barrier(count)
-    results: list = [None] * count
-    errors: list[BaseException] = []
-
-    def run(i: int) -> None:
-        try:
-            barrier.wait(timeout=30)
-            results[i] = work(i)
-        except BaseException as error:  # noqa: BLE001 - handed to the main thread
-            errors.append(error)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    if errors:
-        raise errors[0]
-    return results
+from tests.conftest import counter_url, in_threads
 
 
 def add(namespace: Namespace, counter: str, delta: int) -> None:
