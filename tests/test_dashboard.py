@@ -91,3 +91,29 @@ def test_overview_reports_ingest_backlog_lag_and_stale_counters(admin_client, ap
 @pytest.mark.django_db
 def test_overview_of_an_unknown_namespace_is_404(admin_client):
     assert admin_client.get("/dashboard/data?namespace=nope").status_code == 404
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("url", "error"),
+    [
+        ("/dashboard/lookup?namespace=acc&counter=a%00b", "invalid counter name: must not contain '\\x00'"),
+        ("/dashboard/lookup?namespace=acc&counter=a%2Fb", "invalid counter name: must not contain '/'"),
+        ("/dashboard/lookup?namespace=acc&counter=", "invalid counter name: must be 1 to 255 code points"),
+        ("/dashboard/lookup?namespace=a%00c&counter=hits", "invalid namespace name 'a\\x00c'"),
+        ("/dashboard/lookup?counter=hits", "invalid namespace name ''"),
+        ("/dashboard/data?namespace=a%00c", "invalid namespace name 'a\\x00c'"),
+        ("/dashboard/data?namespace=Upper", "invalid namespace name 'Upper'"),
+    ],
+)
+def test_invalid_names_are_a_400_naming_the_problem(admin_client, make_namespace, url, error):
+    make_namespace("eventual", name="acc")
+    response = admin_client.get(url)
+    assert response.status_code == 400
+    assert response.json() == {"error": error}
+
+
+@pytest.mark.django_db
+def test_lookup_of_a_valid_counter_in_an_unknown_namespace_is_404(admin_client):
+    response = admin_client.get("/dashboard/lookup?namespace=nope&counter=hits")
+    assert (response.status_code, response.json()) == (404, {"error": "unknown namespace"})
