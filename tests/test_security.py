@@ -21,7 +21,7 @@ from counters import reads
 from counters.api import urls as api_urls
 from counters.api.auth import DenyAll, HasRole
 from counters.api.views import ApiView
-from counters.models import ApiKey, Event
+from counters.models import ApiKey, Event, Namespace
 from tests.conftest import counter_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -325,3 +325,22 @@ def test_debug_is_off_unless_asked_for():
         timeout=60,
     )
     assert run.stdout.strip() == "False"
+
+
+@pytest.mark.django_db
+def test_a_scoped_key_creates_namespaces_only_within_its_scope(client_for, make_namespace):
+    make_namespace("accurate", name="theirs")
+    scoped = client_for("admin", namespaces=["mine", "theirs-not"])
+    attempts = {
+        name: scoped.post("/api/v1/namespaces", {"name": name, "counter_type": "eventual"}, format="json")
+        for name in ("scopedmade", "theirs")
+    }
+    # An existing namespace and a new one outside the scope look the same: no 409 leaks existence.
+    assert {name: error(response) for name, response in attempts.items()} == {
+        "scopedmade": (403, "forbidden"),
+        "theirs": (403, "forbidden"),
+    }
+    assert sorted(Namespace.objects.values_list("name", flat=True)) == ["theirs"]
+    created = scoped.post("/api/v1/namespaces", {"name": "mine", "counter_type": "eventual"}, format="json")
+    assert created.status_code == 201
+    assert sorted(Namespace.objects.values_list("name", flat=True)) == ["mine", "theirs"]

@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 
 from django.db import IntegrityError, transaction
 from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -152,6 +153,9 @@ class NamespaceListView(ApiView):
     )
     def post(self, request: Request) -> Response:
         serializer = validated(s.NamespaceSerializer, request.data)
+        # Before the insert: a key must not learn from a 409 that a namespace outside its scope exists.
+        if not request.auth.reaches(serializer.validated_data["name"]):
+            raise PermissionDenied("This API key may only create namespaces within its scope.")
         try:
             with transaction.atomic():
                 namespace = Namespace.objects.create(**serializer.model_fields())
