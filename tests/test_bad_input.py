@@ -32,6 +32,14 @@ def enc(name: str) -> str:
     return f"/api/v1/namespaces/{NS}/counters/{quote(name, safe='')}/add"
 
 
+def raw_add(segment: str) -> str:
+    return f"/api/v1/namespaces/{NS}/counters/{segment}/add"
+
+
+def raw_uri(segment: str) -> dict:
+    return {"RAW_URI": raw_add(segment)}
+
+
 def batch(*mutations) -> str:
     return json.dumps({"mutations": list(mutations)})
 
@@ -72,6 +80,9 @@ CASES = [
         "invalid_name",
     ),
     ("name-slash-encoded-url", "post", enc("a/b"), '{"delta": 1}', {}, 400, "invalid_name"),
+    # Not UTF-8 once percent-decoded; RAW_URI is the raw request target as gunicorn passes it.
+    ("name-invalid-utf8-url", "post", raw_add("a%FFb"), '{"delta": 1}', raw_uri("a%FFb"), 400, "invalid_name"),
+    ("name-surrogate-url", "post", raw_add("a%ED%A0%80b"), '{"delta": 1}', raw_uri("a%ED%A0%80b"), 400, "invalid_name"),
     ("name-slash-batch", "post", BATCH, batch({"counter": "a/b", "delta": 1}), {}, 400, "invalid_name"),
     ("name-dot-url", "post", enc("."), '{"delta": 1}', {}, 400, "invalid_name"),
     ("name-dotdot-url", "post", enc(".."), '{"delta": 1}', {}, 400, "invalid_name"),
@@ -389,3 +400,30 @@ def test_dot_segments_and_encoded_slashes_are_refused_by_the_live_server(live_se
     status, body = live_service.request("GET", f"/api/v1/namespaces/{live_service.namespace}/counters/hits")
     assert (status, body["count"]) == (200, 5)
     assert list(Event.objects.filter(namespace=live_service.namespace).values_list("counter", "delta")) == [("hits", 5)]
+
+
+@pytest.mark.django_db
+def test_a_literal_percent_sign_is_not_mistaken_for_a_byte_that_is_not_utf8(seeded):
+    response = seeded.post(raw_add("a%25FFb"), '{"delta": 2}', content_type="application/json", **raw_uri("a%25FFb"))
+    assert (response.status_code, response.json()["counter"]) == (200, "a%FFb")
+    assert reads.get_count(Namespace.objects.get(name=NS), "a%FFb").count == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_counter_segments_that_are_not_utf8_are_refused_by_the_live_server(live_service):
+    """Django turns the byte 0xFF into the text "%FF", so ``a%FFb`` and ``a%25FFb`` would reach one
+    counter; only the raw request target of a real server tells them apart."""
+    outcomes = {}
+    for segment in ("a%FFb", "a%ED%A0%80b", "a%C3b", "a%25FFb"):
+        path = f"/api/v1/namespaces/{live_service.namespace}/counters/{segment}/add"
+        status, body = live_service.request("POST", path, '{"delta": 1}')
+        outcomes[segment] = (status, body["counter"] if status == 200 else body["error"]["code"])
+    assert outcomes == {
+        "a%FFb": (400, "invalid_name"),
+        "a%ED%A0%80b": (400, "invalid_name"),
+        "a%C3b": (400, "invalid_name"),
+        "a%25FFb": (200, "a%FFb"),
+    }
+    assert list(Event.objects.filter(namespace=live_service.namespace).values_list("counter", "delta")) == [
+        ("a%FFb", 1)
+    ]

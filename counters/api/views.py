@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
-from urllib.parse import urlencode
+from urllib.parse import unquote_to_bytes, urlencode
 
 from django.db import IntegrityError, transaction
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -102,8 +102,26 @@ class ApiView(APIView):
             raise NamespaceNotFound(f"No namespace {name!r}.") from None
 
 
-def check_counter(name: str) -> None:
-    problem = counter_name_problem(name)
+def raw_path_is_utf8(request: Request) -> bool:
+    """Whether the request target's path, percent-decoded, is strict UTF-8.
+
+    Django re-percent-encodes bytes that are not UTF-8 (``a%FFb`` arrives as the name "a%FFb",
+    the same as ``a%25FFb``) and overwrites PATH_INFO with that, so only the raw target the server
+    passes on (gunicorn's RAW_URI, uWSGI's and mod_wsgi's REQUEST_URI) still tells them apart.
+    WSGI hands it over as latin-1 text of the request line's bytes.
+    """
+    raw = request.META.get("RAW_URI") or request.META.get("REQUEST_URI") or ""
+    try:
+        unquote_to_bytes(raw.partition("?")[0].encode("latin-1")).decode("utf-8")
+    except UnicodeError:
+        return False
+    return True
+
+
+def check_counter(request: Request, name: str) -> None:
+    """400 invalid_name unless ``name``, the counter segment of the path, is a valid counter name
+    that the client sent as UTF-8."""
+    problem = counter_name_problem(name) or (None if raw_path_is_utf8(request) else "must be UTF-8")
     if problem:
         raise InvalidRequest(f"Invalid counter name: {problem}.", {"counter": name}, code="invalid_name")
 
@@ -195,7 +213,7 @@ class CounterView(ApiView):
     @extend_schema(operation_id="getCount", responses=s.CountSerializer)
     def get(self, request: Request, ns: str, name: str) -> Response:
         namespace = self.namespace(ns)
-        check_counter(name)
+        check_counter(request, name)
         result = reads.get_count(namespace, name)
         return Response(
             {
@@ -215,7 +233,7 @@ class AddView(ApiView):
     @extend_schema(operation_id="addCount", request=s.AddSerializer, responses=s.AddResponseSerializer)
     def post(self, request: Request, ns: str, name: str) -> Response:
         namespace = self.namespace(ns)
-        check_counter(name)
+        check_counter(request, name)
         body = validated(s.AddSerializer, request.data).validated_data
         mutation = services.Mutation(name, "add", body["delta"], request_token(request, body.get("idempotency_token")))
         [outcome] = services.mutate(namespace, [mutation], self.operation)
@@ -236,7 +254,7 @@ class ClearView(ApiView):
     @extend_schema(operation_id="clearCount", request=s.ClearSerializer, responses=s.ClearResponseSerializer)
     def post(self, request: Request, ns: str, name: str) -> Response:
         namespace = self.namespace(ns)
-        check_counter(name)
+        check_counter(request, name)
         body = validated(s.ClearSerializer, request.data or {}).validated_data
         mutation = services.Mutation(name, "clear", 0, request_token(request, body.get("idempotency_token")))
         [outcome] = services.mutate(namespace, [mutation], "clear")
