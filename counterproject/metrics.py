@@ -59,7 +59,9 @@ class PipelineCollector:
             "counter_rollup_queue_depth", "Counters queued or in flight", labels=["namespace", "queue"]
         )
         lag = GaugeMetricFamily(
-            "counter_rollup_lag_seconds", "Now minus checkpoint of queued counters", labels=["namespace", "quantile"]
+            "counter_rollup_lag_seconds",
+            "Age of the oldest write not yet folded into its checkpoint, over queued counters with such writes",
+            labels=["namespace", "quantile"],
         )
         never = GaugeMetricFamily(
             "counter_rollup_never_rolled", "Queued counters without a checkpoint yet", labels=["namespace"]

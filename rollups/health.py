@@ -3,10 +3,12 @@
 Built for an event table of hundreds of millions of rows: nothing here reads ``counters_event``
 except by a single counter's index, and every checkpoint query is bounded by a LIMIT on an index.
 
-Lag is "now minus checkpoint" of counters that have writes waiting for a rollup. Those are the
-counters in the rollup queues (queued or in flight), sampled up to ``LAG_SAMPLE`` per namespace
-and joined to their checkpoints by the unique key; a queued counter that has never been rolled up
-has no checkpoint and counts as "never rolled" instead.
+Lag is how far a checkpoint is behind the writes: now minus the oldest event that no rollup has
+folded yet. Candidates are the counters in the rollup queues (queued or in flight), sampled up to
+``LAG_SAMPLE`` per namespace, joined to their checkpoints by the unique key and to their oldest
+event after the checkpoint by the event index. Being queued is not enough: a read of an eventual
+counter queues it too, and a fully rolled-up counter has no lag however old its checkpoint is. A
+queued counter that has never been rolled up has no checkpoint and counts as "never rolled".
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import F
+from django.db.models import F, OuterRef, Subquery
 
 from counterproject.redis_client import get_redis
+from counters.models import Event
 from rollups import queues
 from rollups.models import Checkpoint
 
@@ -33,6 +36,7 @@ class Backlog:
 
     depths: dict[int, int] = field(default_factory=dict)
     oldest_due: dt.datetime | None = None
+    # One value per sampled counter with un-rolled writes: seconds since its oldest such write.
     lags: list[float] = field(default_factory=list)
     never_rolled: int = 0
 
@@ -66,10 +70,19 @@ def backlog(namespace: str, now: dt.datetime | None = None) -> Backlog:
     if queued:
         oldest_ms = min(score for _, score in queued)
         result.oldest_due = dt.datetime.fromtimestamp(oldest_ms / 1000, dt.UTC)
-    rolled = dict(
-        Checkpoint.objects.filter(namespace=namespace, counter__in=set(sample)).values_list("counter", "last_rollup_ts")
+    oldest_unfolded = (
+        Event.objects.filter(
+            namespace=OuterRef("namespace"), counter=OuterRef("counter"), event_time__gt=OuterRef("last_rollup_ts")
+        )
+        .order_by("event_time")
+        .values("event_time")[:1]
     )
-    result.lags = [(now - rollup_ts).total_seconds() for rollup_ts in rolled.values()]
+    rolled = dict(
+        Checkpoint.objects.filter(namespace=namespace, counter__in=set(sample))
+        .annotate(oldest_unfolded=Subquery(oldest_unfolded))
+        .values_list("counter", "oldest_unfolded")
+    )
+    result.lags = [max(0.0, (now - oldest).total_seconds()) for oldest in rolled.values() if oldest is not None]
     result.never_rolled = len(set(sample)) - len(rolled)
     return result
 

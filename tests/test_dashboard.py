@@ -8,7 +8,8 @@ import pytest
 from django.utils import timezone
 
 from counterproject import heartbeats
-from rollups import queues
+from counters.models import Event
+from rollups import health, queues
 from rollups.models import Checkpoint
 from tests.conftest import counter_url, rollup_all, token
 
@@ -117,3 +118,44 @@ def test_invalid_names_are_a_400_naming_the_problem(admin_client, make_namespace
 def test_lookup_of_a_valid_counter_in_an_unknown_namespace_is_404(admin_client):
     response = admin_client.get("/dashboard/lookup?namespace=nope&counter=hits")
     assert (response.status_code, response.json()) == (404, {"error": "unknown namespace"})
+
+
+def _idle_counters_read_after_their_rollup(api, namespace) -> None:
+    """Three rolled-up counters with no write since, queued again by a read."""
+    for counter in ("idle-1", "idle-2", "idle-3"):
+        api.post(counter_url(namespace.name, counter, "add"), {"delta": 1}, format="json")
+    rollup_all(namespace)
+    queues.purge(namespace.name)
+    for counter in ("idle-1", "idle-2", "idle-3"):
+        assert api.get(counter_url(namespace.name, counter)).json()["count"] == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_lag_counts_only_queued_counters_with_unfolded_writes_from_their_oldest_one(api, make_namespace):
+    namespace = make_namespace("eventual")
+    _idle_counters_read_after_their_rollup(api, namespace)
+    api.post(counter_url(namespace.name, "busy", "add"), {"delta": 5}, format="json")
+    api.post(counter_url(namespace.name, "busy", "add"), {"delta": 6}, format="json")
+    rollup_all(namespace)
+    api.post(counter_url(namespace.name, "busy", "add"), {"delta": 7}, format="json")
+    api.post(counter_url(namespace.name, "busy", "add"), {"delta": 8}, format="json")
+    oldest_unfolded = Event.objects.get(namespace=namespace.name, counter="busy", delta=7).event_time
+    # An hour on, the idle checkpoints are an hour old but nothing waits for them.
+    later = timezone.now() + dt.timedelta(hours=1)
+
+    backlog = health.backlog(namespace.name, later)
+
+    assert backlog.depth == 4
+    assert backlog.lags == [(later - oldest_unfolded).total_seconds()]
+    assert backlog.never_rolled == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reads_of_rolled_up_counters_add_no_lag_to_the_dashboard(admin_client, api, make_namespace):
+    namespace = make_namespace("eventual")
+    _idle_counters_read_after_their_rollup(api, namespace)
+
+    data = admin_client.get(f"/dashboard/data?namespace={namespace.name}").json()
+
+    assert data["backlog"] == 3
+    assert data["lag_seconds"] == {"p50": None, "p99": None, "max": None, "sampled": 0, "never_rolled": 0}

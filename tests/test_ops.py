@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 from counterproject import activity, heartbeats, middleware
 from counterproject.redis_client import get_redis
 from rollups import pipeline, queues, tasks
-from tests.conftest import counter_url, token
+from tests.conftest import counter_url, rollup_all, token
 
 
 def sample(name: str, **labels) -> float:
@@ -61,6 +61,27 @@ def test_metrics_report_ingest_and_queue_depth_at_scrape_time(client, api, make_
     ]
     assert sum(float(line.rsplit(" ", 1)[1]) for line in depth_lines) == 3.0
     assert f'counter_rollup_never_rolled{{namespace="{namespace.name}"}} 3.0' in text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_metrics_lag_ignores_queued_counters_without_unfolded_writes(client, api, make_namespace):
+    namespace = make_namespace("eventual")
+    for counter in ("a", "b"):
+        api.post(counter_url(namespace.name, counter, "add"), {"delta": 1}, format="json")
+    rollup_all(namespace)
+    queues.purge(namespace.name)
+    for counter in ("a", "b"):
+        api.get(counter_url(namespace.name, counter))
+    text = client.get("/metrics").content.decode()
+    assert [
+        line
+        for line in text.splitlines()
+        if line.startswith(f'counter_rollup_lag_seconds{{namespace="{namespace.name}"')
+    ] == [
+        f'counter_rollup_lag_seconds{{namespace="{namespace.name}",quantile="{quantile}"}} 0.0'
+        for quantile in ("0.5", "0.99", "1")
+    ]
+    assert f'counter_rollup_queue_depth{{namespace="{namespace.name}",queue="' in text
 
 
 @pytest.mark.django_db

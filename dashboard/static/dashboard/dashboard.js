@@ -80,7 +80,7 @@
     field("rollup", data.last_hour.rollup.toLocaleString());
     const lag = data.lag_seconds;
     field("lag", `${seconds(lag.p50)} / ${seconds(lag.p99)} / ${seconds(lag.max)}`);
-    field("lag-sample", `${lag.sampled} queued counters sampled, ${lag.never_rolled} never rolled up`);
+    field("lag-sample", `${lag.sampled} queued counters behind their writes, ${lag.never_rolled} never rolled up`);
     field("backlog", data.backlog.toLocaleString());
     field("oldest-due", data.oldest_due ? `oldest trigger due ${time(data.oldest_due)}` : "nothing queued");
     field("checkpoints", data.checkpoints.toLocaleString());
