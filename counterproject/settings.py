@@ -107,6 +107,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "counterproject.middleware.RequestIdMiddleware",
     "counterproject.middleware.RequestMetricsMiddleware",
+    # Above every middleware that can answer by itself (CommonMiddleware's DisallowedHost 400, for
+    # one), so each error on /api/ paths leaves in the JSON envelope.
+    "counters.api.errors.ApiErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves the admin's and the dashboard's static files from gunicorn itself (no CDN, no proxy).
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -116,7 +119,6 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "counters.api.errors.ApiErrorMiddleware",
 ]
 
 ROOT_URLCONF = "counterproject.urls"

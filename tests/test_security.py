@@ -344,3 +344,14 @@ def test_a_scoped_key_creates_namespaces_only_within_its_scope(client_for, make_
     created = scoped.post("/api/v1/namespaces", {"name": "mine", "counter_type": "eventual"}, format="json")
     assert created.status_code == 201
     assert sorted(Namespace.objects.values_list("name", flat=True)) == ["mine", "theirs"]
+
+
+@pytest.mark.django_db
+def test_a_host_outside_allowed_hosts_gets_the_envelope_on_api_paths(api, make_namespace):
+    namespace = make_namespace("accurate")
+    response = api.post(
+        counter_url(namespace.name, "hits", "add"), {"delta": 1}, format="json", HTTP_HOST="evil.example"
+    )
+    assert error(response) == (400, "invalid_request")
+    assert response["Content-Type"] == "application/json"
+    assert Event.objects.count() == 0
