@@ -110,6 +110,7 @@ MIDDLEWARE = [
     # Above every middleware that can answer by itself (CommonMiddleware's DisallowedHost 400, for
     # one), so each error on /api/ paths leaves in the JSON envelope.
     "counters.api.errors.ApiErrorMiddleware",
+    "counters.api.middleware.ChunkedBodyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves the admin's and the dashboard's static files from gunicorn itself (no CDN, no proxy).
     "whitenoise.middleware.WhiteNoiseMiddleware",

@@ -4,6 +4,8 @@ and changes nothing (checked by reading the counts, events, tokens and configura
 from __future__ import annotations
 
 import datetime as dt
+import http.client
+import itertools
 import json
 from urllib.parse import quote
 
@@ -427,3 +429,26 @@ def test_counter_segments_that_are_not_utf8_are_refused_by_the_live_server(live_
     assert list(Event.objects.filter(namespace=live_service.namespace).values_list("counter", "delta")) == [
         ("a%FFb", 1)
     ]
+
+
+def post_chunked(live_service, path: str, chunks) -> tuple[int, dict]:
+    """POST with ``Transfer-Encoding: chunked`` and no Content-Length (http.client chunks an iterable)."""
+    conn = http.client.HTTPConnection("127.0.0.1", live_service.port, timeout=30)
+    try:
+        headers = {"Authorization": f"Bearer {live_service.key}", "Content-Type": "application/json"}
+        conn.request("POST", path, body=chunks, headers=headers, encode_chunked=True)
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_chunked_bodies_are_read_and_held_to_the_size_limit_by_the_live_server(live_service):
+    path = f"/api/v1/namespaces/{live_service.namespace}/counters/hits/add-and-get"
+    status, body = post_chunked(live_service, path, iter([b'{"del', b'ta": 3}']))
+    assert (status, body["count"]) == (200, 3)
+    padding = (b" " * 65536 for _ in range(48))  # 3 MiB of whitespace: valid JSON, over the 2 MiB limit
+    status, body = post_chunked(live_service, path, itertools.chain([b'{"delta": 4'], padding, [b"}"]))
+    assert (status, body["error"]["code"]) == (413, "payload_too_large")
+    assert list(Event.objects.filter(namespace=live_service.namespace).values_list("counter", "delta")) == [("hits", 3)]
