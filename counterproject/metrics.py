@@ -3,6 +3,11 @@
 Counters and histograms are written by the process that observes them (web, worker) and merged at
 scrape time. Queue depth and lag are not: they are computed at scrape time from Redis and
 checkpoints by ``PipelineCollector``, so every web process reports the same current values.
+
+A labelled counter has no series until its first increment, and an alert or a ``rate()`` cannot
+tell "none yet" from "not scraped". So every scrape first gives each namespace its series at zero
+(``declare_namespaces``); in multiprocess mode that zero lands in the scraping process's file and
+merges like any other value.
 """
 
 from __future__ import annotations
@@ -48,6 +53,27 @@ DRIFT = Counter(
 )
 
 
+# Only namespaces with an event log roll up, get 429s from the rollup backlog, or are audited.
+PER_LOGGED_NAMESPACE = (
+    ROLLUP_BATCHES,
+    ROLLUP_EVENTS,
+    ROLLUP_SECONDS,
+    ROLLUP_BATCH_SIZE,
+    ROLLUP_FAILURES,
+    BACKPRESSURE,
+    DRIFT,
+)
+
+
+def declare_namespaces(namespaces: list[tuple[str, str]]) -> None:
+    """Create the zero-valued series of every ``(name, counter_type)`` that has none yet."""
+    for name, counter_type in namespaces:
+        EVENTS.labels(name, counter_type)
+        if counter_type != "best_effort":
+            for metric in PER_LOGGED_NAMESPACE:
+                metric.labels(name)
+
+
 class PipelineCollector:
     """Gauges read at scrape time: rollup queue depth per queue, lag and oldest due trigger."""
 
@@ -82,6 +108,12 @@ class PipelineCollector:
 
 def render() -> tuple[bytes, str]:
     """The exposition text of every process's metrics plus the scrape-time pipeline gauges."""
+    from counters.models import Namespace
+
+    try:
+        declare_namespaces(list(Namespace.objects.values_list("name", "counter_type")))
+    except Exception:  # noqa: BLE001 - a scrape reports what it can; /readyz names the failing dependency
+        logger.warning("namespace series unavailable", exc_info=True)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)

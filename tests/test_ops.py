@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from celery.signals import before_task_publish
@@ -15,6 +19,8 @@ from counterproject import activity, heartbeats, middleware
 from counterproject.redis_client import get_redis
 from rollups import pipeline, queues, tasks
 from tests.conftest import counter_url, rollup_all, token
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def sample(name: str, **labels) -> float:
@@ -82,6 +88,45 @@ def test_metrics_lag_ignores_queued_counters_without_unfolded_writes(client, api
         for quantile in ("0.5", "0.99", "1")
     ]
     assert f'counter_rollup_queue_depth{{namespace="{namespace.name}",queue="' in text
+
+
+@pytest.mark.django_db
+def test_every_namespace_has_its_labelled_series_at_zero_before_any_increment(client, make_namespace):
+    logged = make_namespace("eventual").name
+    fast = make_namespace("best_effort").name
+    lines = set(client.get("/metrics").content.decode().splitlines())
+    expected = {
+        f'counter_events_ingested_total{{counter_type="eventual",namespace="{logged}"}} 0.0',
+        f'counter_events_ingested_total{{counter_type="best_effort",namespace="{fast}"}} 0.0',
+        f'counter_rollup_batches_total{{namespace="{logged}"}} 0.0',
+        f'counter_rollup_events_total{{namespace="{logged}"}} 0.0',
+        f'counter_rollup_batch_seconds_count{{namespace="{logged}"}} 0.0',
+        f'counter_rollup_batch_size_count{{namespace="{logged}"}} 0.0',
+        f'counter_rollup_failures_total{{namespace="{logged}"}} 0.0',
+        f'counter_backpressure_total{{namespace="{logged}"}} 0.0',
+        f'counter_checkpoint_drift_total{{namespace="{logged}"}} 0.0',
+    }
+    assert expected - lines == set()
+    assert [line for line in lines if f'namespace="{fast}"' in line and "rollup" in line] == []
+
+
+def test_declared_series_survive_the_multiprocess_merge(tmp_path):
+    script = (
+        "from prometheus_client import CollectorRegistry, generate_latest, multiprocess\n"
+        "from counterproject import metrics\n"
+        "metrics.declare_namespaces([('acc', 'eventual')])\n"
+        "registry = CollectorRegistry()\n"
+        "multiprocess.MultiProcessCollector(registry)\n"
+        "print(generate_latest(registry).decode())\n"
+    )
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    output = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    lines = output.stdout.splitlines()
+    assert 'counter_rollup_failures_total{namespace="acc"} 0.0' in lines
+    assert 'counter_checkpoint_drift_total{namespace="acc"} 0.0' in lines
+    assert 'counter_events_ingested_total{counter_type="eventual",namespace="acc"} 0.0' in lines
 
 
 @pytest.mark.django_db
