@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import runpy
 import subprocess
 import sys
 import time
@@ -192,6 +193,26 @@ def test_heartbeat_schedule_is_installed_every_15_seconds_with_expiry():
 
     task = PeriodicTask.objects.get(task="rollups.heartbeat")
     assert (task.interval.every, task.interval.period, task.expire_seconds) == (15, "seconds", 10)
+
+
+# --- gunicorn -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "bind"),
+    [
+        ({}, "127.0.0.1:8000"),
+        ({"WEB_PORT": "9000"}, "127.0.0.1:9000"),
+        ({"WEB_HOST": "0.0.0.0", "WEB_PORT": "9000"}, "0.0.0.0:9000"),
+        ({"WEB_HOST": "::"}, "[::]:8000"),
+    ],
+)
+def test_gunicorn_binds_to_loopback_unless_web_host_says_otherwise(monkeypatch, env, bind):
+    for name in ("WEB_HOST", "WEB_PORT", "PORT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert runpy.run_path(str(ROOT / "counterproject" / "gunicorn_conf.py"))["bind"] == bind
 
 
 # --- request ids and JSON logs ---------------------------------------------------------------------
