@@ -295,3 +295,15 @@ def test_a_write_with_a_namespace_loaded_before_its_delete_is_404(api, make_name
     with pytest.raises(NamespaceNotFound):
         services.mutate(namespace, [services.Mutation("x", "add", 5, None)], "add")
     assert event_rows(namespace.name) == 0
+
+
+def test_read_only_fields_in_a_body_are_unknown_fields(api, make_namespace):
+    namespace = make_namespace("eventual", name="kept")
+    created_at = "2020-01-01T00:00:00Z"
+    create = api.post(
+        "/api/v1/namespaces", {"name": "fresh", "counter_type": "eventual", "created_at": created_at}, format="json"
+    )
+    patch = api.patch("/api/v1/namespaces/kept", {"created_at": created_at}, format="json")
+    for response in (create, patch):
+        assert error_of(response, 400, "invalid_request") == {"fields": {"created_at": ["Unknown field."]}}
+    assert list(Namespace.objects.values_list("name", "created_at")) == [("kept", namespace.created_at)]

@@ -74,12 +74,14 @@ def format_time(value: dt.datetime | None) -> str | None:
 
 
 class StrictSerializer(serializers.Serializer):
-    """Refuses bodies that are not objects and fields it does not know."""
+    """Refuses bodies that are not objects and fields it does not know; a read-only field (such
+    as ``created_at``) is unknown on input, since a client cannot set it."""
 
     def to_internal_value(self, data):
         if not isinstance(data, dict):
             raise serializers.ValidationError({"non_field_errors": ["Must be a JSON object."]})
-        unknown = sorted(set(data) - set(self.fields))
+        writable = {name for name, field in self.fields.items() if not field.read_only}
+        unknown = sorted(set(data) - writable)
         if unknown:
             raise serializers.ValidationError({field: ["Unknown field."] for field in unknown})
         return super().to_internal_value(data)
