@@ -14,6 +14,10 @@ from counterproject.redis_client import get_redis
 
 # A freshly started stack has no beat heartbeat yet; readiness waits this long for the first one.
 _STARTED = time.monotonic()
+# The newest beat stamp this process has read (unix seconds). Redis can lose the stamp while beat
+# lives (FLUSHALL, failover to an empty replica) until beat's next one, up to 15 s later; meanwhile
+# the remembered stamp is judged by the same limit, so a dead beat still fails within the limit.
+_beat_seen_at: float | None = None
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -22,8 +26,8 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 
 def readyz(request: HttpRequest) -> JsonResponse:
-    """200 when PostgreSQL, Redis and the Celery broker answer and Celery beat's heartbeat is fresh;
-    503 naming what failed."""
+    """200 when PostgreSQL, Redis and the Celery broker answer and Celery beat's heartbeat is fresh
+    (in Redis, or as this process last saw it when Redis lost it); 503 naming what failed."""
     checks = {}
     for name, probe in (("postgres", _postgres), ("redis", _redis), ("broker", _broker), ("beat", _beat)):
         try:
@@ -52,8 +56,14 @@ def _broker() -> None:
 
 
 def _beat() -> None:
+    global _beat_seen_at
     limit = settings.COUNTERS["BEAT_STALE_SECONDS"]
+    now = time.time()
     age = heartbeats.age(heartbeats.BEAT)
+    if age is not None:
+        _beat_seen_at = now - age
+    elif _beat_seen_at is not None:
+        age = max(0.0, now - _beat_seen_at)
     if age is None:
         if time.monotonic() - _STARTED < settings.COUNTERS["BEAT_STARTUP_GRACE_SECONDS"]:
             return

@@ -16,7 +16,7 @@ import pytest
 from celery.signals import before_task_publish
 from prometheus_client import REGISTRY
 
-from counterproject import activity, heartbeats, middleware
+from counterproject import activity, heartbeats, middleware, views
 from counterproject.redis_client import get_redis
 from rollups import pipeline, queues, tasks
 from tests.conftest import counter_url, rollup_all, token
@@ -141,6 +141,12 @@ def test_metrics_token_when_set_is_required(client, settings):
 # --- /readyz and heartbeats ----------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def fresh_web_process(monkeypatch):
+    """Each test starts as a web process that has seen no beat heartbeat yet."""
+    monkeypatch.setattr(views, "_beat_seen_at", None)
+
+
 @pytest.mark.django_db
 def test_readyz_is_ready_with_a_fresh_beat_heartbeat(client):
     heartbeats.stamp(heartbeats.BEAT)
@@ -171,6 +177,32 @@ def test_readyz_waits_for_a_first_heartbeat_only_during_the_startup_grace(client
     response = client.get("/readyz")
     assert response.status_code == 503
     assert response.json()["checks"]["beat"] == "error: RuntimeError: no heartbeat from celery beat"
+
+
+@pytest.mark.django_db
+def test_readyz_keeps_a_heartbeat_it_saw_when_redis_loses_the_key(client, settings):
+    settings.COUNTERS = {**settings.COUNTERS, "BEAT_STARTUP_GRACE_SECONDS": 0}
+    heartbeats.stamp(heartbeats.BEAT)
+    assert client.get("/readyz").status_code == 200
+    get_redis().flushdb()
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json()["checks"]["beat"] == "ok"
+
+
+@pytest.mark.django_db
+def test_readyz_judges_a_lost_heartbeat_by_the_same_staleness_limit(client, settings):
+    settings.COUNTERS = {**settings.COUNTERS, "BEAT_STARTUP_GRACE_SECONDS": 0, "BEAT_STALE_SECONDS": 60}
+    # 29.6 s: the message rounds to whole seconds, so the requests below may take up to 0.9 s.
+    heartbeats.stamp(heartbeats.BEAT, at=time.time() - 29.6)
+    assert client.get("/readyz").status_code == 200
+    get_redis().flushdb()
+    settings.COUNTERS = {**settings.COUNTERS, "BEAT_STALE_SECONDS": 10}
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert (
+        response.json()["checks"]["beat"] == "error: RuntimeError: celery beat's last heartbeat is 30s old (limit 10s)"
+    )
 
 
 def test_beat_stamps_when_it_sends_the_heartbeat_and_a_worker_when_it_runs_it():
