@@ -23,7 +23,7 @@ setup: $(VENV)/.installed
 run: setup
 	@rm -rf .data/prometheus && mkdir -p .data/prometheus
 	@trap true INT TERM; WEB_PORT=$(PORT) PROMETHEUS_MULTIPROC_DIR=$(CURDIR)/.data/prometheus $(VENV)/bin/honcho start -f Procfile; \
-	  $(PY) manage.py embedded stop
+	  $(PY) -m counterproject.embedded stop
 
 test: setup lint
 	$(PY) manage.py makemigrations --check --dry-run -v 0
@@ -45,7 +45,7 @@ bench: $(VENV)/.installed
 	$(PY) -m bench $(if $(QUICK),--quick)
 
 stop: $(VENV)/.installed
-	$(PY) manage.py embedded stop
+	$(PY) -m counterproject.embedded stop
 
 clean:
 	rm -rf $(VENV) .data

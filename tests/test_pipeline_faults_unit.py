@@ -147,7 +147,7 @@ def test_every_trigger_lost_converges_after_one_sweep_and_one_drain(api, make_na
     for counter, delta in [("a", 5), ("b", 7), ("a", -2)]:
         add(api, namespace, counter, delta)
     add(api, other, "z", 11)
-    get_redis().flushall()
+    get_redis().flushdb()  # this test database only: FLUSHALL would wipe the live data of `make run`
     assert queues.due_queues(namespace.name) == []
     swept = pipeline.sweep_stale(0)
     assert swept.stale == 3
@@ -165,7 +165,7 @@ def test_a_long_accept_limit_in_one_namespace_does_not_delay_the_sweep_of_anothe
     fast = make_namespace()
     add(api, slow, "s", 1)
     add(api, fast, "f", 4)
-    get_redis().flushall()
+    get_redis().flushdb()  # this test database only: FLUSHALL would wipe the live data of `make run`
     assert pipeline.sweep_stale(0).stale == 1
     assert queues.due_queues(fast.name) != []
     assert queues.due_queues(slow.name) == []
