@@ -272,13 +272,4 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", "fals
 SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", "false")
 SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", "false")
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if envbool("BEHIND_TLS_PROXY", "false") else None
-# When set, /metrics answers only "Authorization: Bearer <METRICS_TOKEN>".
-METRICS_TOKEN = envstr("METRICS_TOKEN")
-
-# Mounts bench/'s no-op and naive row-counter endpoints; only `make bench` sets it.
-BENCHMARK_ENDPOINTS = envbool("BENCHMARK_ENDPOINTS", "false")
-
-LOG_FORMAT = envstr("LOG_FORMAT", "plain")
-if LOG_FORMAT not in ("plain", "json"):
-    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, got {LOG_FORMAT!r}")
 LOGIN_URL = "/admin/login/"
