@@ -19,6 +19,19 @@ class NonFinite:
         return self.literal
 
 
+def unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """An object whose keys are all distinct: with a repeated key, which value counts would be a
+    guess (Python keeps the last, other parsers the first)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ParseError(f"The body repeats the key {key[:64]!r} in one object.")
+            seen.add(key)
+    return obj
+
+
 class StrictJSONParser(JSONParser):
     """JSON bodies up to ``DATA_UPLOAD_MAX_MEMORY_SIZE`` bytes.
 
@@ -36,7 +49,7 @@ class StrictJSONParser(JSONParser):
         if len(raw) > limit:
             raise PayloadTooLarge(f"The body is larger than {limit} bytes.", {"limit": limit})
         try:
-            return json.loads(raw.decode("utf-8"), parse_constant=NonFinite)
+            return json.loads(raw.decode("utf-8"), parse_constant=NonFinite, object_pairs_hook=unique_keys)
         except (ValueError, UnicodeDecodeError) as error:
             raise ParseError(f"The body is not valid JSON: {error}") from None
         except RecursionError:
