@@ -131,6 +131,19 @@ CASES = [
     ("delta-infinity", "post", ADD, '{"delta": Infinity}', {}, 400, "invalid_delta"),
     ("delta-minus-infinity", "post", ADD, '{"delta": -Infinity}', {}, 400, "invalid_delta"),
     ("delta-2^63", "post", ADD, '{"delta": 9223372036854775808}', {}, 400, "invalid_delta"),
+    ("delta-21-digits", "post", ADD, '{"delta": ' + "1" * 21 + "}", {}, 400, "invalid_delta"),
+    ("delta-5001-digits", "post", ADD, '{"delta": ' + "9" * 5001 + "}", {}, 400, "invalid_delta"),
+    ("delta-minus-5001-digits", "post", ADD, '{"delta": -' + "9" * 5001 + "}", {}, 400, "invalid_delta"),
+    (
+        "delta-5001-digits-batch",
+        "post",
+        BATCH,
+        '{"mutations": [{"counter": "hits", "delta": ' + "9" * 5001 + "}]}",
+        {},
+        400,
+        "invalid_delta",
+    ),
+    ("config-5001-digits", "patch", NS_DETAIL, '{"max_batch_size": ' + "9" * 5001 + "}", {}, 400, "invalid_request"),
     # A repeated key: which value would count is a guess, so the body is refused.
     ("delta-repeated-key", "post", ADD, '{"delta": 1, "delta": 2}', {}, 400, "invalid_request"),
     (
@@ -472,3 +485,24 @@ def test_chunked_bodies_are_read_and_held_to_the_size_limit_by_the_live_server(l
     status, body = post_chunked(live_service, path, itertools.chain([b'{"delta": 4'], padding, [b"}"]))
     assert (status, body["error"]["code"]) == (413, "payload_too_large")
     assert list(Event.objects.filter(namespace=live_service.namespace).values_list("counter", "delta")) == [("hits", 3)]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ('{"delta": ' + "9" * 5001 + "}", "Must be a JSON integer."),
+        (
+            '{"delta": 1,}',
+            "The body is not valid JSON: Expecting property name enclosed in double quotes (line 1, column 13).",
+        ),
+        (b'{"delta": "\xff"}', "The body is not UTF-8 text."),
+    ],
+    ids=["5001-digits", "trailing-comma", "not-utf8"],
+)
+def test_error_messages_never_speak_of_python_internals(seeded, body, message):
+    response = seeded.post(ADD, body, content_type="application/json")
+    error = response.json()["error"]
+    assert message in (error["message"], *error["details"].get("fields", {}).get("delta", []))
+    assert not any(word in response.content for word in (b"sys.", b"int_max_str_digits", b"codec", b"Traceback"))
+    assert seeded.get(counter_url(NS, "hits")).json()["count"] == 5

@@ -6,17 +6,26 @@ from rest_framework.parsers import JSONParser
 
 from counters.exceptions import PayloadTooLarge
 
+# No field takes an integer beyond int64: "-9223372036854775808" is 20 characters. Longer literals
+# stay text, so a 5,000-digit number is an invalid value rather than a costly (or, past Python's
+# 4,300-digit conversion limit, failing) int().
+INT_LITERAL_MAX_LENGTH = 20
+
 
 class NonFinite:
-    """Stands for a NaN or Infinity literal, so validation can call it an invalid number rather
-    than the parser calling the whole body malformed. It is neither a number nor a string, so no
-    field (and no hand-written check) can take it for a valid value."""
+    """Stands for a NaN or Infinity literal or an integer too long for any field, so validation can
+    call it an invalid number rather than the parser calling the whole body malformed. It is neither
+    a number nor a string, so no field (and no hand-written check) can take it for a valid value."""
 
     def __init__(self, literal: str):
         self.literal = literal
 
     def __repr__(self) -> str:
         return self.literal
+
+
+def parse_int(literal: str) -> int | NonFinite:
+    return int(literal) if len(literal) <= INT_LITERAL_MAX_LENGTH else NonFinite(literal)
 
 
 def unique_keys(pairs: list[tuple[str, object]]) -> dict:
@@ -49,8 +58,17 @@ class StrictJSONParser(JSONParser):
         if len(raw) > limit:
             raise PayloadTooLarge(f"The body is larger than {limit} bytes.", {"limit": limit})
         try:
-            return json.loads(raw.decode("utf-8"), parse_constant=NonFinite, object_pairs_hook=unique_keys)
-        except (ValueError, UnicodeDecodeError) as error:
-            raise ParseError(f"The body is not valid JSON: {error}") from None
+            return json.loads(
+                raw.decode("utf-8"), parse_constant=NonFinite, parse_int=parse_int, object_pairs_hook=unique_keys
+            )
+        # Messages of our own: a client learns where its JSON broke, never how Python parses it.
+        except UnicodeDecodeError:
+            raise ParseError("The body is not UTF-8 text.") from None
+        except json.JSONDecodeError as error:
+            raise ParseError(
+                f"The body is not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})."
+            ) from None
+        except ValueError:
+            raise ParseError("The body is not valid JSON.") from None
         except RecursionError:
             raise ParseError("The body is nested too deeply.") from None
