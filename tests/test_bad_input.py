@@ -67,6 +67,11 @@ CASES = [
     ("name-nul-url", "post", enc("a\x00b"), '{"delta": 1}', {}, 400, "invalid_name"),
     ("name-nul-batch", "post", BATCH, batch({"counter": "a\x00b", "delta": 1}), {}, 400, "invalid_name"),
     ("name-control-char-url", "post", enc("a\x07b"), '{"delta": 1}', {}, 400, "invalid_name"),
+    ("name-newline-url", "post", enc("a\nb"), '{"delta": 1}', {}, 400, "invalid_name"),
+    ("name-trailing-newline-url", "post", enc("hits\n"), '{"delta": 1}', {}, 400, "invalid_name"),
+    ("name-newline-get", "get", f"/api/v1/namespaces/{NS}/counters/a%0Ab", None, {}, 400, "invalid_name"),
+    # An unknown operation reads as the counter "hits/multiply", whose "/" is refused whatever the method.
+    ("unknown-operation", "post", f"/api/v1/namespaces/{NS}/counters/hits/multiply", "{}", {}, 400, "invalid_name"),
     ("name-del-char-batch", "post", BATCH, batch({"counter": "a\x7fb", "delta": 1}), {}, 400, "invalid_name"),
     ("name-space-url", "post", enc("a b"), '{"delta": 1}', {}, 400, "invalid_name"),
     ("name-tab-batch", "post", BATCH, batch({"counter": "a\tb", "delta": 1}), {}, 400, "invalid_name"),
@@ -427,7 +432,7 @@ def test_dot_segments_and_encoded_slashes_are_refused_by_the_live_server(live_se
     )
     assert seed[0] == 200
     outcomes = {}
-    for segment in (".", "..", "%2E", "%2E%2E", "a%2Fb", "a/b", "%00", "a%20b"):
+    for segment in (".", "..", "%2E", "%2E%2E", "a%2Fb", "a/b", "%00", "a%20b", "a%0Ab", "a%0Db", "hits/multiply"):
         path = f"/api/v1/namespaces/{live_service.namespace}/counters/{segment}/add"
         status, body = live_service.request("POST", path, '{"delta": 1}')
         outcomes[segment] = (status, body["error"]["code"])
