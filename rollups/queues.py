@@ -126,8 +126,24 @@ def depths(namespace: str) -> dict[int, int]:
     return result
 
 
+def drain_sent_key(namespace: str, index: int) -> str:
+    return f"rq:{{{namespace}:{index}}}:drain-sent"
+
+
+def mark_drain_sent(namespace: str, index: int, ttl_ms: int) -> bool:
+    """True when no drain task for this queue is waiting to start (and marks one as sent).
+
+    Dispatch runs every second while a drain may run for seconds: without the mark, every second
+    would queue one more drain for the same queue. A drain clears the mark as it starts; the mark
+    also expires by itself, so a lost task only delays the next one by ``ttl_ms``.
+    """
+    return bool(get_redis().set(drain_sent_key(namespace, index), 1, nx=True, px=ttl_ms))
+
+
+def clear_drain_sent(namespace: str, index: int) -> None:
+    get_redis().delete(drain_sent_key(namespace, index))
+
+
 def purge(namespace: str) -> None:
-    keys = [queue_key(namespace, i) for i in range(MAX_QUEUES)] + [
-        inflight_key(namespace, i) for i in range(MAX_QUEUES)
-    ]
+    keys = [key(namespace, i) for key in (queue_key, inflight_key, drain_sent_key) for i in range(MAX_QUEUES)]
     get_redis().delete(*keys)

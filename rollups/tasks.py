@@ -24,14 +24,18 @@ def dispatch() -> int:
     sent = 0
     for namespace in Namespace.objects.exclude(counter_type="best_effort").only("name"):
         for index in queues.due_queues(namespace.name):
-            drain_queue.apply_async((namespace.name, index), expires=DRAIN_EXPIRES_SECONDS)
-            sent += 1
+            if queues.mark_drain_sent(namespace.name, index, DRAIN_EXPIRES_SECONDS * 1000):
+                drain_queue.apply_async((namespace.name, index), expires=DRAIN_EXPIRES_SECONDS)
+                sent += 1
     return sent
 
 
 @shared_task(name="rollups.drain_queue")
 def drain_queue(namespace_name: str, index: int) -> dict:
     """Drain one rollup queue; a duplicate or redelivered task finds less to do, never more."""
+    # Cleared as the drain starts, not when it ends: a worker killed mid-drain must not keep the
+    # queue from being dispatched again; at most one drain per queue waits behind a running one.
+    queues.clear_drain_sent(namespace_name, index)
     namespace = Namespace.objects.filter(name=namespace_name).first()
     if namespace is None:
         return {}

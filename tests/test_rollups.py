@@ -246,3 +246,18 @@ def test_reading_a_written_counter_queues_its_rollup(api, make_namespace, counte
     queues.purge(namespace.name)
     assert api.get(counter_url(namespace.name, "seen")).json()["count"] == (5 if counter_type == "accurate" else 2)
     assert sum(queues.depths(namespace.name).values()) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_dispatch_sends_one_drain_per_queue_until_that_drain_has_run(make_namespace, monkeypatch):
+    namespace = make_namespace(rollup_num_queues=1)
+    queues.trigger(namespace.name, 1, ["a", "b"], queues.now_ms())
+    sent = []
+    monkeypatch.setattr(tasks.drain_queue, "apply_async", lambda args, **options: sent.append(tuple(args)))
+    assert tasks.dispatch() == 1
+    assert tasks.dispatch() == 0  # the first drain is still pending
+    assert sent == [(namespace.name, 0)]
+    assert tasks.drain_queue.run(namespace.name, 0)["counters"] == 2
+    queues.trigger(namespace.name, 1, ["c"], queues.now_ms())
+    assert tasks.dispatch() == 1
+    assert sent == [(namespace.name, 0), (namespace.name, 0)]
