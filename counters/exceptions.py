@@ -29,6 +29,11 @@ class NamespaceExists(CounterError):
     code = "namespace_exists"
 
 
+class NamespaceBeingDeleted(CounterError):
+    status = 409
+    code = "namespace_being_deleted"
+
+
 class IdempotencyInProgress(CounterError):
     status = 409
     code = "idempotency_in_progress"

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import redis
@@ -14,7 +15,15 @@ from django.db import IntegrityError, OperationalError, connection, transaction
 
 from counterproject import activity, metrics
 from counters import besteffort, partitions
-from counters.exceptions import IdempotencyInProgress, NamespaceNotFound, PayloadTooLarge, Unavailable, Unprocessable
+from counters.exceptions import (
+    IdempotencyInProgress,
+    NamespaceBeingDeleted,
+    NamespaceExists,
+    NamespaceNotFound,
+    PayloadTooLarge,
+    Unavailable,
+    Unprocessable,
+)
 from counters.models import EventKind, IdempotencyToken, Namespace
 from rollups import backpressure, cache, pipeline, queues
 
@@ -297,18 +306,83 @@ def _wait_for_older_transactions() -> None:
         time.sleep(0.05)
 
 
-def delete_namespace(namespace: Namespace, chunk: int = 5000) -> None:
+# Advisory-lock class of "this namespace name is being deleted" (the name's hash is the other key).
+NAME_LOCK_CLASS = 7_215_002
+
+
+@contextmanager
+def _name_lock(name: str, *, wait: bool):
+    """A session-level advisory lock on a namespace name, held across several transactions.
+
+    Deleting a namespace takes it for the whole purge; creating one only tries it. Data is keyed
+    by name, so without it a namespace re-created while the old one's purge still runs would have
+    its new events, checkpoints and queued rollups deleted by that purge (a client whose DELETE
+    timed out retries, gets 404 and re-creates at once).
+    """
+    with connection.cursor() as cursor:
+        function = "pg_advisory_lock" if wait else "pg_try_advisory_lock"
+        cursor.execute(f"SELECT {function}(%s, hashtext(%s))", [NAME_LOCK_CLASS, name])
+        held = True if wait else cursor.fetchone()[0]
+        try:
+            yield held
+        finally:
+            if held:
+                cursor.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", [NAME_LOCK_CLASS, name])
+
+
+def create_namespace(fields: dict) -> Namespace:
+    """Create a namespace; 409 while a namespace of that name is still being purged.
+
+    Leftovers of a purge that died half-way (a killed web process) are purged first, so a new
+    namespace never inherits events, checkpoints or tokens of an old one.
+    """
+    with _name_lock(fields["name"], wait=False) as held:
+        if not held:
+            raise NamespaceBeingDeleted(
+                "A namespace of this name is still being deleted; retry in a moment.", {"name": fields["name"]}
+            )
+        if Namespace.objects.filter(name=fields["name"]).exists():
+            raise NamespaceExists("A namespace with this name exists.", {"name": fields["name"]})
+        # Data under a name with no namespace row is what a dead purge left; never a live namespace's.
+        if _has_leftovers(fields["name"]):
+            _purge(fields["name"])
+        try:
+            with transaction.atomic():
+                return Namespace.objects.create(**fields)
+        except IntegrityError:
+            raise NamespaceExists("A namespace with this name exists.", {"name": fields["name"]}) from None
+
+
+def delete_namespace(namespace: Namespace) -> None:
     """Remove a namespace with every event, token, checkpoint, cached value and queued rollup.
 
     The row goes first, so writers see 404 at once; write transactions that began before it and
-    may still commit events are waited for (up to ``DELETE_WAIT_SECONDS``); events and tokens then
-    go in bounded, id-ordered batches, each in its own transaction.
+    may still commit events are waited for (up to ``DELETE_WAIT_SECONDS``); the data then goes in
+    bounded batches while the name stays locked against re-creation (``_name_lock``).
     """
-    from rollups.models import Checkpoint
+    with _name_lock(namespace.name, wait=True):
+        namespace.delete()
+        _wait_for_older_transactions()
+        _purge(namespace.name)
 
-    name = namespace.name
-    namespace.delete()
-    _wait_for_older_transactions()
+
+def _has_leftovers(name: str) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT EXISTS (SELECT 1 FROM counters_event WHERE namespace = %(name)s)"
+            " OR EXISTS (SELECT 1 FROM counters_idempotencytoken WHERE namespace = %(name)s)"
+            " OR EXISTS (SELECT 1 FROM rollups_checkpoint WHERE namespace = %(name)s)",
+            {"name": name},
+        )
+        return cursor.fetchone()[0]
+
+
+def _purge(name: str, chunk: int = 5000) -> None:
+    """Delete everything stored under a namespace name that has no namespace row: events and tokens
+    in bounded, id-ordered batches each in its own transaction, then checkpoints, sweep state and
+    Redis keys."""
+    from rollups.models import Checkpoint, SweepState
+
     with connection.cursor() as cursor:
         for table in ("counters_event", "counters_idempotencytoken"):
             while True:
@@ -320,6 +394,7 @@ def delete_namespace(namespace: Namespace, chunk: int = 5000) -> None:
                 if cursor.rowcount < chunk:
                     break
     Checkpoint.objects.filter(namespace=name).delete()
+    SweepState.objects.filter(namespace=name).delete()
     try:
         queues.purge(name)
         pipeline.purge(name)

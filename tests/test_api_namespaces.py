@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from django.db import connection
 
@@ -307,3 +309,41 @@ def test_read_only_fields_in_a_body_are_unknown_fields(api, make_namespace):
     for response in (create, patch):
         assert error_of(response, 400, "invalid_request") == {"fields": {"created_at": ["Unknown field."]}}
     assert list(Namespace.objects.values_list("name", "created_at")) == [("kept", namespace.created_at)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_creating_a_name_whose_delete_is_still_running_is_409_then_succeeds(api):
+    from counters import services
+
+    holding, release = threading.Event(), threading.Event()
+
+    def deleting() -> None:
+        try:
+            with services._name_lock("reborn", wait=True):
+                holding.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=deleting)
+    thread.start()
+    assert holding.wait(10)
+    body = {"name": "reborn", "counter_type": "eventual"}
+    response = api.post("/api/v1/namespaces", body, format="json")
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "namespace_being_deleted"
+    assert not Namespace.objects.filter(name="reborn").exists()
+    release.set()
+    thread.join(10)
+    assert api.post("/api/v1/namespaces", body, format="json").status_code == 201
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_new_namespace_never_inherits_data_left_by_a_delete_that_died(api):
+    with connection.cursor() as cursor:
+        cursor.execute("INSERT INTO counters_event (namespace, counter, kind, delta) VALUES ('phoenix', 'c', 0, 41)")
+    assert (
+        api.post("/api/v1/namespaces", {"name": "phoenix", "counter_type": "accurate"}, format="json").status_code
+        == 201
+    )
+    assert api.get("/api/v1/namespaces/phoenix/counters/c").json()["count"] == 0

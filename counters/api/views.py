@@ -7,7 +7,6 @@ import binascii
 import datetime as dt
 from urllib.parse import unquote_to_bytes, urlencode
 
-from django.db import IntegrityError, transaction
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
@@ -18,7 +17,7 @@ from counters import reads, services
 from counters.api import batch
 from counters.api import serializers as s
 from counters.api.auth import HasRole
-from counters.exceptions import InvalidRequest, NamespaceExists, NamespaceNotFound, PayloadTooLarge
+from counters.exceptions import InvalidRequest, NamespaceNotFound, PayloadTooLarge
 from counters.models import Namespace
 from counters.names import COUNTER_MAX_LENGTH, counter_name_problem, is_valid_namespace
 
@@ -182,13 +181,7 @@ class NamespaceListView(ApiView):
         # Before the insert: a key must not learn from a 409 that a namespace outside its scope exists.
         if not request.auth.reaches(serializer.validated_data["name"]):
             raise PermissionDenied("This API key may only create namespaces within its scope.")
-        try:
-            with transaction.atomic():
-                namespace = Namespace.objects.create(**serializer.model_fields())
-        except IntegrityError:
-            raise NamespaceExists(
-                "A namespace with this name exists.", {"name": serializer.validated_data["name"]}
-            ) from None
+        namespace = services.create_namespace(serializer.model_fields())
         return Response(s.NamespaceSerializer(namespace).data, status=201)
 
 
