@@ -61,23 +61,30 @@ def ensure_partitions_around_now(days_ahead: int) -> list[str]:
 
 
 def list_partitions() -> list[Partition]:
-    """Every partition of the event log, oldest first, with its bounds."""
+    """Every daily partition of the event log, oldest first, with its bounds.
+
+    Bounds come from the names this module gives partitions, not from ``pg_get_expr``: that
+    opens each partition, and fails ("could not open relation") when retention drops one at the
+    same moment, which would fail the write path's on-demand partition creation.
+    """
     with connection.cursor() as cursor:
         cursor.execute(
             """
-            SELECT child.relname, pg_get_expr(child.relpartbound, child.oid)
+            SELECT child.relname
             FROM pg_inherits
             JOIN pg_class parent ON parent.oid = pg_inherits.inhparent
             JOIN pg_class child ON child.oid = pg_inherits.inhrelid
-            WHERE parent.relname = %s
+            WHERE parent.relname = %s AND child.relname LIKE %s
             ORDER BY child.relname
             """,
-            [PARENT],
+            [PARENT, PREFIX + "%"],
         )
-        rows = cursor.fetchall()
+        names = [name for (name,) in cursor.fetchall()]
     partitions = []
-    for name, bound in rows:
-        # bound reads: FOR VALUES FROM ('2026-12-03 00:00:00+00') TO ('2026-12-04 00:00:00+00')
-        start_text, end_text = bound.split("'")[1], bound.split("'")[3]
-        partitions.append(Partition(name, dt.datetime.fromisoformat(start_text), dt.datetime.fromisoformat(end_text)))
+    for name in names:
+        try:
+            day = dt.datetime.strptime(name.removeprefix(PREFIX), "%Y%m%d").replace(tzinfo=dt.UTC)
+        except ValueError:
+            continue  # not one of ours (created by hand): retention leaves it alone
+        partitions.append(Partition(name, day, day + dt.timedelta(days=1)))
     return partitions

@@ -13,7 +13,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 
 from django.conf import settings
-from django.db import OperationalError, ProgrammingError, connection, transaction
+from django.db import OperationalError, connection, transaction
 
 from counters import partitions
 from counters.models import Namespace
@@ -26,6 +26,8 @@ DEFAULT_RETENTION_DAYS = 7
 # insert queued behind us, so give up quickly and try again on the next run.
 DROP_LOCK_TIMEOUT = "2s"
 TOKEN_PRUNE_CHUNK = 5000
+# Arbitrary constant naming the session-level advisory lock held by the one running retention.
+RETENTION_LOCK_ID = 7_215_003
 
 _UNFOLDED_IN_PARTITION = """
 SELECT DISTINCT e.namespace, e.counter
@@ -62,23 +64,23 @@ def enforce(now: dt.datetime | None = None) -> RetentionResult:
     now = now or dt.datetime.now(dt.UTC)
     result = RetentionResult(created=partitions.ensure_partitions_around_now(settings.COUNTERS["PARTITION_DAYS_AHEAD"]))
     cutoff = horizon(now)
-    for partition in partitions.list_partitions():
-        if partition.end > cutoff:
-            continue
+    with connection.cursor() as cursor:
+        # One run drops at a time; a second one finds the lock taken and leaves the work to it.
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [RETENTION_LOCK_ID])
+        if not cursor.fetchone()[0]:
+            return result
         try:
-            with connection.cursor() as cursor:
-                cursor.execute(_UNFOLDED_IN_PARTITION.format(partition=f'"{partition.name}"'))
-                unfolded = cursor.fetchall()
-        except ProgrammingError as error:
-            if getattr(error.__cause__, "pgcode", None) == "42P01":
-                continue  # a concurrent run dropped it after we listed it
-            raise
-        if unfolded:
-            result.held.append(partition.name)
-            _fold(unfolded)
-            continue
-        if _drop(partition.name):
-            result.dropped.append(partition.name)
+            for partition in partitions.list_partitions():
+                if partition.end > cutoff:
+                    continue
+                dropped, unfolded = _drop_if_folded(partition.name)
+                if dropped:
+                    result.dropped.append(partition.name)
+                elif unfolded:
+                    result.held.append(partition.name)
+                    _fold(unfolded)
+        finally:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [RETENTION_LOCK_ID])
     if result.dropped or result.held:
         logger.info("retention: dropped %s, held %s", result.dropped, result.held)
     return result
@@ -92,16 +94,28 @@ def _fold(unfolded: list[tuple[str, str]]) -> None:
         pipeline.rollup(namespace, by_namespace[namespace.name])
 
 
-def _drop(name: str) -> bool:
+def _drop_if_folded(name: str) -> tuple[bool, list[tuple[str, str]]]:
+    """Drop the partition if every event in it is folded; otherwise return the counters to fold.
+
+    Check and drop happen in one transaction under the partition-DDL advisory lock, which also
+    serializes them with partition creation.
+    """
     try:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [partitions.PARTITION_LOCK_ID])
+            cursor.execute("SELECT to_regclass(%s)", [f'"{name}"'])
+            if cursor.fetchone()[0] is None:
+                return False, []
+            cursor.execute(_UNFOLDED_IN_PARTITION.format(partition=f'"{name}"'))
+            unfolded = cursor.fetchall()
+            if unfolded:
+                return False, unfolded
             cursor.execute(f"SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT}'")
-            cursor.execute(f'DROP TABLE IF EXISTS "{name}"')
-        return True
+            cursor.execute(f'DROP TABLE "{name}"')
+        return True, []
     except OperationalError as error:
         logger.warning("retention: could not drop %s now (%s); next run retries", name, error)
-        return False
+        return False, []
 
 
 def prune_tokens(chunk: int = TOKEN_PRUNE_CHUNK) -> int:
