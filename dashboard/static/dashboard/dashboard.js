@@ -40,12 +40,19 @@
     }
   }
 
+  function compact(v) {
+    if (Math.abs(v) >= 1e6) return +(v / 1e6).toFixed(1) + "M";
+    if (Math.abs(v) >= 1e3) return +(v / 1e3).toFixed(1) + "k";
+    return String(+v.toFixed(2));
+  }
+
   function chart(id, series, width) {
     const opts = {
       width: width,
       height: 220,
       series: [{}].concat(series.map((s) => ({ label: s.label, stroke: s.color, fill: s.color + "22", width: 2 }))),
-      axes: [{}, { size: 60 }],
+      // Compact tick labels (800k, 1.2M): full numbers were wider than the axis and got clipped.
+      axes: [{}, { size: 60, values: (u, ticks) => ticks.map(compact) }],
       scales: { y: { range: (u, min, max) => [0, Math.max(1, max)] } },
     };
     return new uPlot(opts, [[], ...series.map(() => [])], document.getElementById(id));
