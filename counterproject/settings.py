@@ -76,7 +76,7 @@ else:
     }
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASES["default"].setdefault("OPTIONS", {})
-# A write transaction must never outlive the rollup's accept window; see rollups/pipeline.py.
+# Fail fast (503) when PostgreSQL is unreachable instead of hanging a request thread.
 DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", 5)
 
 if envstr("REDIS_URL"):

@@ -2,16 +2,15 @@
 
 A batch holds up to ``max_batch_size`` (default 1000) items; DRF serializers cost ~0.5 ms per item
 (field deep-copies, nested serializers), which made validation two thirds of a batch request.
-These checks are the rules of ``serializers.BatchItemSerializer`` (which still documents the item
-in the OpenAPI schema) written as plain code; tests/test_bad_input.py holds both to one table.
+So batch bodies are validated here as plain code; ``serializers.BatchSerializer`` and
+``BatchItemSerializer`` only describe them in the OpenAPI schema, and tests/test_bad_input.py holds
+these checks to the same error table as the single-counter endpoints.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-
 from counters import services
-from counters.api.serializers import INT64_MAX, INT64_MIN
+from counters.api.serializers import INT64_MAX, INT64_MIN, parse_time
 from counters.exceptions import InvalidRequest
 from counters.names import counter_name_problem
 
@@ -21,17 +20,6 @@ _TOKEN_FIELDS = frozenset({"token", "generation_time"})
 
 def _fail(index: int, field: str, message: str, code: str) -> InvalidRequest:
     return InvalidRequest("The request is invalid.", {"fields": {field: [message]}, "index": index}, code=code)
-
-
-def parse_time(value: object) -> dt.datetime | None:
-    """An RFC 3339 time with an explicit offset, or None when ``value`` is not one."""
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None
 
 
 def parse_items(body: object) -> list:
