@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import connection
 
+from counterproject.redis_client import get_redis
 from counters.models import Namespace
 from rollups import cache, queues
 
@@ -210,8 +211,6 @@ def _starting_batch_size(client, namespace: Namespace, index: int) -> int:
 def purge(namespace_name: str) -> None:
     """Forget the adapted batch sizes of a deleted namespace, so a namespace created later under
     the same name starts from its own configured batch size."""
-    from counterproject.redis_client import get_redis
-
     get_redis().delete(*[_batch_size_key(namespace_name, index) for index in range(queues.MAX_QUEUES)])
 
 
@@ -232,8 +231,6 @@ def drain(namespace: Namespace, index: int, budget_seconds: float = 10.0) -> Dra
     PostgreSQL room for ingest. A crash anywhere leaves claimed counters in the in-flight set,
     where their lease expires and another drain redoes them.
     """
-    from counterproject.redis_client import get_redis
-
     client = get_redis()
     size_key = _batch_size_key(namespace.name, index)
     size = _starting_batch_size(client, namespace, index)
