@@ -40,17 +40,22 @@ def key(namespace: str, kind: str, at_minute: int) -> str:
     return f"stats:{namespace}:{kind}:{at_minute}"
 
 
-def record(namespace: str, kind: str, amount: int = 1) -> None:
-    """Add ``amount`` to this minute of ``kind`` for ``namespace`` and for all namespaces."""
+def record(namespace: str, kind: str, amount: int = 1, pipe=None) -> None:
+    """Add ``amount`` to this minute of ``kind`` for ``namespace`` and for all namespaces; with
+    ``pipe``, only add the commands to that Redis pipeline (its caller executes it and handles
+    its errors)."""
     if amount <= 0:
         return
     now = minute()
+    own = pipe is None
     try:
-        pipe = get_redis().pipeline(transaction=False)
+        if own:
+            pipe = get_redis().pipeline(transaction=False)
         for scope in (namespace, ALL):
             pipe.incrby(key(scope, kind, now), amount)
             pipe.expire(key(scope, kind, now), TTL_SECONDS)
-        pipe.execute()
+        if own:
+            pipe.execute()
     except redis.RedisError as error:
         logger.warning("activity of %s/%s not recorded: %s", namespace, kind, error)
 

@@ -74,7 +74,10 @@ else:
     DATABASES = {
         "default": {"ENGINE": "django.db.backends.postgresql", "CONN_MAX_AGE": 600, **embedded.ensure_postgres()}
     }
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# No per-request health check: it is a round trip (SELECT 1) on every request. After PostgreSQL
+# restarts, the first query of each stale connection fails instead (503, retried by clients with
+# their tokens) and Django closes that connection at the end of the request.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
 DATABASES["default"].setdefault("OPTIONS", {})
 # Fail fast (503) when PostgreSQL is unreachable instead of hanging a request thread.
 DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", 5)

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 import redis
 from django.conf import settings
-from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
 
 from counterproject import activity, metrics
+from counterproject.redis_client import get_redis
 from counters import besteffort, partitions
 from counters.exceptions import (
     IdempotencyInProgress,
@@ -124,11 +125,23 @@ def mutate(namespace: Namespace, mutations: list[Mutation], operation: str) -> l
 
 
 def _reported(namespace: Namespace, outcomes: list[Outcome]) -> list[Outcome]:
-    # Called once the mutations are committed (Redis script or PostgreSQL transaction returned).
-    applied = sum(outcome.applied for outcome in outcomes)
-    if applied:
-        metrics.EVENTS.labels(namespace.name, namespace.counter_type).inc(applied)
-        activity.record(namespace.name, activity.INGEST, applied)
+    """Once the mutations are committed (Redis script or PostgreSQL transaction returned): metrics,
+    the dashboard's activity and, for the event log, the rollup triggers, in one Redis round trip.
+
+    The write is acknowledged by then; a lost trigger only delays a rollup until the stale sweep
+    finds the counter, so a Redis failure here must not fail the request."""
+    applied = [outcome.counter for outcome in outcomes if outcome.applied]
+    if not applied:
+        return outcomes
+    metrics.EVENTS.labels(namespace.name, namespace.counter_type).inc(len(applied))
+    try:
+        pipe = get_redis().pipeline(transaction=False)
+        if namespace.uses_event_log:
+            pipeline.trigger_after_write(namespace, sorted(set(applied)), pipe)
+        activity.record(namespace.name, activity.INGEST, len(applied), pipe)
+        pipe.execute()
+    except redis.RedisError as error:
+        logger.warning("triggers/activity of %d mutations of %s lost: %s", len(applied), namespace.name, error)
     return outcomes
 
 
@@ -159,11 +172,16 @@ def _reused(details: dict) -> Unprocessable:
     )
 
 
-# One statement claims the request's tokens and appends its events, so a write costs one round
-# trip inside its transaction. An event is appended when its mutation has no token, or when it is
-# the first occurrence of its token in the request and that token was new (claimed): a replay
-# appends nothing. The namespace is re-checked in the same snapshot, so a write that races a
-# committed namespace DELETE appends nothing either.
+# One statement claims the request's tokens and appends its events. An event is appended when its
+# mutation has no token, or when it is the first occurrence of its token in the request and that
+# token was new (claimed): a replay appends nothing. The namespace is re-checked in the same
+# snapshot, so a write that races a committed namespace DELETE appends nothing either.
+#
+# Sent with its SET LOCALs as one query string outside a transaction block, the statement is its
+# own transaction: one round trip, durable when it returns (synchronous commit). ``at_once`` makes
+# it fail instead (counters_require, SQLSTATE CR001: nothing applied) when a token was not claimed:
+# telling a replay from a reuse, which must abort the whole request, then needs a transaction that
+# is still open, so such requests are redone in one (``_write``, ``at_once`` false).
 _WRITE = """
 WITH live AS (
     SELECT 1 FROM counters_namespace WHERE name = %(namespace)s
@@ -190,14 +208,20 @@ appended AS (
     RETURNING 1
 )
 SELECT EXISTS (SELECT 1 FROM live), (SELECT count(*) FROM appended),
-       COALESCE(array_agg(claimed.counter), '{}'), COALESCE(array_agg(claimed.token), '{}')
+       COALESCE(array_agg(claimed.counter), '{}'), COALESCE(array_agg(claimed.token), '{}'),
+       counters_require(NOT %(at_once)s OR NOT EXISTS (SELECT 1 FROM live) OR count(claimed.token) = %(tokened)s,
+                        'a token of this request was already used')
 FROM claimed
 """
+_TIMEOUTS = "SET LOCAL statement_timeout = %(statement_ms)s; SET LOCAL lock_timeout = %(lock_ms)s; "
+
+
+class _NotAtOnce(Exception):
+    """The one-statement write met a known token and applied nothing; redo it in a transaction."""
 
 
 def _mutate_logged(namespace: Namespace, mutations: list[Mutation], operation: str) -> list[Outcome]:
     bodies = [response_body(operation, namespace.name, m, None) for m in mutations]
-    statuses = [200] * len(mutations)
     seen: set[tuple[str, str]] = set()
     firsts = []
     for m in mutations:
@@ -206,47 +230,30 @@ def _mutate_logged(namespace: Namespace, mutations: list[Mutation], operation: s
         if key:
             seen.add(key)
     tokened = [i for i, m in enumerate(mutations) if m.token is not None]
+    params = {
+        "statement_ms": settings.COUNTERS["WRITE_STATEMENT_TIMEOUT_MS"],
+        "lock_ms": settings.COUNTERS["TOKEN_LOCK_TIMEOUT_MS"],
+        "namespace": namespace.name,
+        "t_counters": [mutations[i].counter for i in tokened],
+        "t_tokens": [mutations[i].token.value for i in tokened],
+        "t_operations": [token_operation(operation, mutations[i]) for i in tokened],
+        "t_deltas": [mutations[i].delta if mutations[i].op == "add" else 0 for i in tokened],
+        "t_bodies": [json.dumps(bodies[i]) for i in tokened],
+        "counters": [m.counter for m in mutations],
+        "kinds": [EventKind.CLEAR if m.op == "clear" else EventKind.ADD for m in mutations],
+        "deltas": [0 if m.op == "clear" else m.delta for m in mutations],
+        "tokens": [m.token.value if m.token else None for m in mutations],
+        "firsts": firsts,
+        "tokened": len(tokened),
+    }
     try:
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(
-                "SET LOCAL statement_timeout = %(statement_ms)s; SET LOCAL lock_timeout = %(lock_ms)s; " + _WRITE,
-                {
-                    "statement_ms": settings.COUNTERS["WRITE_STATEMENT_TIMEOUT_MS"],
-                    "lock_ms": settings.COUNTERS["TOKEN_LOCK_TIMEOUT_MS"],
-                    "namespace": namespace.name,
-                    "t_counters": [mutations[i].counter for i in tokened],
-                    "t_tokens": [mutations[i].token.value for i in tokened],
-                    "t_operations": [token_operation(operation, mutations[i]) for i in tokened],
-                    "t_deltas": [mutations[i].delta if mutations[i].op == "add" else 0 for i in tokened],
-                    "t_bodies": [json.dumps(bodies[i]) for i in tokened],
-                    "counters": [m.counter for m in mutations],
-                    "kinds": [EventKind.CLEAR if m.op == "clear" else EventKind.ADD for m in mutations],
-                    "deltas": [0 if m.op == "clear" else m.delta for m in mutations],
-                    "tokens": [m.token.value if m.token else None for m in mutations],
-                    "firsts": firsts,
-                },
-            )
-            live, _, claimed_counters, claimed_tokens = cursor.fetchone()
-            if not live:
-                raise NamespaceNotFound(f"No namespace {namespace.name!r}.")
-            claimed = set(zip(claimed_counters, claimed_tokens))
-            fresh = [
-                m.token is None or (first and (m.counter, m.token.value) in claimed)
-                for m, first in zip(mutations, firsts)
-            ]
-            if len(claimed) < len(tokened):
-                _replays(namespace, mutations, operation, fresh, statuses, bodies)
-            if operation == "add_and_get" and fresh[0]:
-                bodies[0]["count"] = pipeline.live_counts(namespace, [mutations[0].counter]).counts[
-                    mutations[0].counter
-                ]
-                if mutations[0].token is not None:
-                    IdempotencyToken.objects.filter(
-                        namespace=namespace.name, counter=mutations[0].counter, token=mutations[0].token.value
-                    ).update(response_body=bodies[0])
-            counters = sorted({m.counter for m, is_fresh in zip(mutations, fresh) if is_fresh})
-            if counters:
-                transaction.on_commit(lambda: _trigger_rollups(namespace, counters))
+        # add_and_get reads its count inside the write's transaction, so it always takes one.
+        if operation != "add_and_get" and not connection.in_atomic_block:
+            try:
+                return _write_at_once(namespace, mutations, params, bodies)
+            except _NotAtOnce:
+                pass
+        return _write(namespace, mutations, operation, params, firsts, bodies)
     except OperationalError as error:
         code = getattr(error.__cause__, "pgcode", None)
         # 55P03 lock_not_available: another request holds this token; 40P01 deadlock between two
@@ -254,6 +261,44 @@ def _mutate_logged(namespace: Namespace, mutations: list[Mutation], operation: s
         if code in ("55P03", "40P01"):
             raise IdempotencyInProgress("The same token is being applied by a concurrent request; retry.") from error
         raise Unavailable("PostgreSQL is unavailable.") from error
+
+
+def _write_at_once(namespace: Namespace, mutations: list[Mutation], params: dict, bodies: list[dict]) -> list[Outcome]:
+    """The common case in one round trip: every token new (or none), so every mutation applies."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(_TIMEOUTS + _WRITE, params | {"at_once": True})
+            live = cursor.fetchone()[0]
+    except DatabaseError as error:
+        if getattr(error.__cause__, "pgcode", None) == "CR001":
+            raise _NotAtOnce from None
+        raise
+    if not live:
+        raise NamespaceNotFound(f"No namespace {namespace.name!r}.")
+    return [Outcome(m.counter, True, 200, body) for m, body in zip(mutations, bodies)]
+
+
+def _write(namespace, mutations, operation, params, firsts, bodies) -> list[Outcome]:
+    """Any write in an explicit transaction: replays answer with their first response, a reused
+    token rolls the whole request back, add_and_get reads its count before committing."""
+    statuses = [200] * len(mutations)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_TIMEOUTS + _WRITE, params | {"at_once": False})
+        live, _, claimed_counters, claimed_tokens, _ = cursor.fetchone()
+        if not live:
+            raise NamespaceNotFound(f"No namespace {namespace.name!r}.")
+        claimed = set(zip(claimed_counters, claimed_tokens))
+        fresh = [
+            m.token is None or (first and (m.counter, m.token.value) in claimed) for m, first in zip(mutations, firsts)
+        ]
+        if len(claimed) < params["tokened"]:
+            _replays(namespace, mutations, operation, fresh, statuses, bodies)
+        if operation == "add_and_get" and fresh[0]:
+            bodies[0]["count"] = pipeline.live_counts(namespace, [mutations[0].counter]).counts[mutations[0].counter]
+            if mutations[0].token is not None:
+                IdempotencyToken.objects.filter(
+                    namespace=namespace.name, counter=mutations[0].counter, token=mutations[0].token.value
+                ).update(response_body=bodies[0])
     return [Outcome(m.counter, f, s, b) for m, f, s, b in zip(mutations, fresh, statuses, bodies)]
 
 
@@ -278,15 +323,6 @@ def _replays(namespace, mutations, operation, fresh, statuses, bodies) -> None:
             raise _reused({"index": i} if operation == "batch" else {})
         statuses[i] = row.response_status
         bodies[i] = {"counter": mutation.counter, "applied": False} if operation == "batch" else row.response_body
-
-
-def _trigger_rollups(namespace: Namespace, counters: list[str]) -> None:
-    # The write is committed and acknowledged; a lost trigger only delays the rollup until the
-    # stale sweep finds the counter, so a Redis failure here must not fail the request.
-    try:
-        pipeline.trigger_after_write(namespace, counters)
-    except redis.RedisError:
-        logger.warning("rollup trigger lost for %d counters of %s", len(counters), namespace.name)
 
 
 # Write transactions last milliseconds (statement_timeout bounds each statement); a transaction

@@ -259,10 +259,10 @@ def drain(namespace: Namespace, index: int, budget_seconds: float = 10.0) -> Dra
     return result
 
 
-def trigger_after_write(namespace: Namespace, counters: list[str]) -> None:
+def trigger_after_write(namespace: Namespace, counters: list[str], pipe=None) -> None:
     """Enqueue counters just written: due once their events leave the accept window."""
     delay_ms = max(namespace.accept_limit_seconds * 1000 + 1, namespace.rollup_coalesce_ms)
-    queues.trigger(namespace.name, namespace.rollup_num_queues, counters, queues.now_ms() + delay_ms)
+    queues.trigger(namespace.name, namespace.rollup_num_queues, counters, queues.now_ms() + delay_ms, pipe)
 
 
 def trigger_after_read(namespace: Namespace, counter: str) -> None:

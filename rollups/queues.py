@@ -42,15 +42,19 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def trigger(namespace: str, num_queues: int, counters: Iterable[str], due_at_ms: int) -> None:
-    """Ask for a rollup of ``counters`` no later than ``due_at_ms`` (unix milliseconds)."""
+def trigger(namespace: str, num_queues: int, counters: Iterable[str], due_at_ms: int, pipe=None) -> None:
+    """Ask for a rollup of ``counters`` no later than ``due_at_ms`` (unix milliseconds); with
+    ``pipe``, only add the commands to that Redis pipeline (its caller executes it)."""
     by_queue: dict[int, dict[str, int]] = defaultdict(dict)
     for counter in counters:
         by_queue[queue_index(counter, num_queues)][counter] = due_at_ms
-    pipe = get_redis().pipeline(transaction=False)
+    own = pipe is None
+    if own:
+        pipe = get_redis().pipeline(transaction=False)
     for index, members in by_queue.items():
         pipe.zadd(queue_key(namespace, index), members, lt=True)
-    pipe.execute()
+    if own:
+        pipe.execute()
 
 
 _CLAIM = """

@@ -6,6 +6,7 @@ import datetime as dt
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from counters import partitions
 from counters.models import IdempotencyToken, Namespace
@@ -236,3 +237,41 @@ def test_a_single_add_retried_inside_a_batch_is_a_replay(api, make_namespace, co
     response = api.post(f"/api/v1/namespaces/{namespace.name}/batch", {"mutations": mutations}, format="json")
     assert response.json()["results"] == [{"counter": "a", "applied": False}, {"counter": "a", "applied": True}]
     assert count_of(api, namespace, "a") == 4
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("counter_type", ["eventual", "accurate"])
+def test_a_batch_meeting_a_reused_token_applies_none_of_its_new_items(api, make_namespace, counter_type):
+    # The one-statement write commits as it returns; a request holding a known token is redone in a
+    # transaction, which must still roll back the new items when that token turns out reused.
+    namespace = make_namespace(counter_type)
+    used, fresh = token(), token()
+    api.post(counter_url(namespace.name, "a", "add"), {"delta": 3, "idempotency_token": used}, format="json")
+    mutations = [
+        {"counter": "b", "delta": 1, "idempotency_token": fresh},
+        {"counter": "c", "delta": 1},
+        {"counter": "a", "delta": 5, "idempotency_token": used},
+    ]
+    response = api.post(f"/api/v1/namespaces/{namespace.name}/batch", {"mutations": mutations}, format="json")
+    assert error_of(response, 422, "idempotency_key_reused") == {"index": 2}
+    assert [count_of(api, namespace, c) for c in ("a", "b", "c")] == [3, 0, 0]
+    assert not IdempotencyToken.objects.filter(namespace=namespace.name, counter="b").exists()
+    retried = api.post(counter_url(namespace.name, "b", "add"), {"delta": 1, "idempotency_token": fresh}, format="json")
+    assert (retried.status_code, "Idempotent-Replayed" in retried) == (200, False)
+    assert count_of(api, namespace, "b") == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_add_is_one_statement_after_the_key_lookup(api, make_namespace):
+    namespace = make_namespace("eventual")
+    api.post(counter_url(namespace.name, "a", "add"), {"delta": 1}, format="json")  # records last_used_at
+    with CaptureQueriesContext(connection) as queries:
+        response = api.post(
+            counter_url(namespace.name, "a", "add"), {"delta": 2, "idempotency_token": token()}, format="json"
+        )
+    assert response.status_code == 200
+    # The key with the namespace, then the write as its own transaction (no BEGIN/COMMIT trips).
+    assert len(queries) == 2
+    assert "counters_apikey" in queries[0]["sql"] and "counters_namespace" in queries[0]["sql"]
+    assert "INSERT INTO counters_event" in queries[1]["sql"]
+    assert count_of(api, namespace, "a") == 3

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 
+from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import BasePermission
 
-from counters.models import ApiKey, hash_key
+from counters.models import ApiKey, Namespace, hash_key
+from counters.names import is_valid_namespace
 
 # last_used_at is written at most this often per key, so authentication is not a write per request.
 LAST_USED_RESOLUTION = dt.timedelta(seconds=60)
@@ -29,7 +31,37 @@ class KeyHolder:
         return f"key:{self.key.prefix}"
 
 
+_KEY_COLUMNS = [field.column for field in ApiKey._meta.concrete_fields]
+_KEY_FIELDS = [field.attname for field in ApiKey._meta.concrete_fields]
+_NAMESPACE_COLUMNS = [field.column for field in Namespace._meta.concrete_fields]
+_NAMESPACE_FIELDS = [field.attname for field in Namespace._meta.concrete_fields]
+# The key and the namespace its request path names, in one round trip and without the ORM's query
+# compilation (which cost a third of a no-op request's CPU).
+_LOOKUP = (
+    f"SELECT {', '.join('k.' + c for c in _KEY_COLUMNS)}, {', '.join('n.' + c for c in _NAMESPACE_COLUMNS)} "
+    f"FROM {ApiKey._meta.db_table} k LEFT JOIN {Namespace._meta.db_table} n ON n.name = %s "
+    "WHERE k.key_hash = %s AND k.revoked_at IS NULL"
+)
+
+
+def lookup(raw_key: str, namespace: str | None) -> tuple[ApiKey | None, Namespace | None]:
+    """The live key of ``raw_key`` and, when it exists, the namespace named ``namespace``."""
+    with connection.cursor() as cursor:
+        cursor.execute(_LOOKUP, [namespace, hash_key(raw_key)])
+        row = cursor.fetchone()
+    if row is None:
+        return None, None
+    key = ApiKey.from_db(connection.alias, _KEY_FIELDS, row[: len(_KEY_COLUMNS)])
+    namespace_row = row[len(_KEY_COLUMNS) :]
+    if namespace_row[0] is None:
+        return key, None
+    return key, Namespace.from_db(connection.alias, _NAMESPACE_FIELDS, namespace_row)
+
+
 class ApiKeyAuthentication(BaseAuthentication):
+    """Bearer keys. On a namespace's paths the namespace row comes with the key (``lookup``) and
+    waits in ``request.prefetched_namespace`` for ``ApiView.namespace``, which applies the scope."""
+
     def authenticate(self, request):
         header = request.META.get("HTTP_AUTHORIZATION", "")
         if not header:
@@ -37,14 +69,17 @@ class ApiKeyAuthentication(BaseAuthentication):
         scheme, _, raw = header.partition(" ")
         if scheme.lower() != "bearer" or not raw.strip():
             raise AuthenticationFailed("Use 'Authorization: Bearer <api-key>'.")
-        key = ApiKey.objects.filter(key_hash=hash_key(raw.strip()), revoked_at__isnull=True).first()
+        path_namespace = request.parser_context.get("kwargs", {}).get("ns")
+        key, namespace = lookup(raw.strip(), path_namespace if is_valid_namespace(path_namespace) else None)
         if key is None:
             raise AuthenticationFailed("Unknown or revoked API key.")
+        request.prefetched_namespace = namespace
         now = timezone.now()
         if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
             ApiKey.objects.filter(pk=key.pk).filter(
                 Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_RESOLUTION)
             ).update(last_used_at=now)
+            key.last_used_at = now
         return KeyHolder(key), key
 
     def authenticate_header(self, request) -> str:

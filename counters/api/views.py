@@ -103,6 +103,11 @@ class ApiView(APIView):
         learn of namespaces outside its scope."""
         if not is_valid_namespace(name) or not self.request.auth.reaches(name):
             raise NamespaceNotFound(f"No namespace {name!r}.")
+        if name == self.kwargs.get("ns") and hasattr(self.request, "prefetched_namespace"):
+            # Read with the key, in the same round trip (auth.lookup); None: it does not exist.
+            if self.request.prefetched_namespace is None:
+                raise NamespaceNotFound(f"No namespace {name!r}.")
+            return self.request.prefetched_namespace
         try:
             return Namespace.objects.get(name=name)
         except Namespace.DoesNotExist:
