@@ -112,12 +112,16 @@ TOKEN_EXAMPLE = {"token": "3f1c9a7e-retry-1", "generation_time": "2026-12-03T15:
     ]
 )
 class AddSerializer(StrictSerializer):
+    """Schema only: counters/api/batch.py validates add bodies (``parse_add``)."""
+
     delta = StrictIntegerField(low=INT64_MIN, high=INT64_MAX)
     idempotency_token = TokenSerializer(required=False)
 
 
 @extend_schema_serializer(examples=[example("clear with a token", {"idempotency_token": TOKEN_EXAMPLE})])
 class ClearSerializer(StrictSerializer):
+    """Schema only: counters/api/batch.py validates clear bodies (``parse_clear``)."""
+
     idempotency_token = TokenSerializer(required=False)
 
 

@@ -138,9 +138,9 @@ def check_counter(request: Request, name: str) -> None:
         raise InvalidRequest(f"Invalid counter name: {problem}.", {"counter": name}, code="invalid_name")
 
 
-def request_token(request: Request, body_token: dict | None) -> services.Token | None:
+def request_token(request: Request, body_token: services.Token | None) -> services.Token | None:
     if body_token is not None:
-        return services.Token(body_token["token"], body_token["generation_time"])
+        return body_token
     header = request.headers.get("Idempotency-Key")
     if header is None:
         return None
@@ -238,8 +238,8 @@ class AddView(ApiView):
     @extend_schema(operation_id="addCount", request=s.AddSerializer, responses=s.AddResponseSerializer)
     def post(self, request: Request, ns: str, name: str) -> Response:
         namespace = self.namespace(ns)
-        body = validated(s.AddSerializer, request.data).validated_data
-        mutation = services.Mutation(name, "add", body["delta"], request_token(request, body.get("idempotency_token")))
+        delta, body_token = batch.parse_add(request.data)
+        mutation = services.Mutation(name, "add", delta, request_token(request, body_token))
         [outcome] = services.mutate(namespace, [mutation], self.operation)
         return mutation_response(outcome)
 
@@ -258,8 +258,8 @@ class ClearView(ApiView):
     @extend_schema(operation_id="clearCount", request=s.ClearSerializer, responses=s.ClearResponseSerializer)
     def post(self, request: Request, ns: str, name: str) -> Response:
         namespace = self.namespace(ns)
-        body = validated(s.ClearSerializer, request.data or {}).validated_data
-        mutation = services.Mutation(name, "clear", 0, request_token(request, body.get("idempotency_token")))
+        body_token = batch.parse_clear(request.data or {})
+        mutation = services.Mutation(name, "clear", 0, request_token(request, body_token))
         [outcome] = services.mutate(namespace, [mutation], "clear")
         return mutation_response(outcome)
 
