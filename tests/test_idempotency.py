@@ -273,5 +273,24 @@ def test_an_add_is_one_statement_after_the_key_lookup(api, make_namespace):
     # The key with the namespace, then the write as its own transaction (no BEGIN/COMMIT trips).
     assert len(queries) == 2
     assert "counters_apikey" in queries[0]["sql"] and "counters_namespace" in queries[0]["sql"]
-    assert "INSERT INTO counters_event" in queries[1]["sql"]
+    assert "EXECUTE counters_write(" in queries[1]["sql"]  # _WRITE, prepared on the first add
     assert count_of(api, namespace, "a") == 3
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("prepared", [True, False])
+def test_writes_survive_a_new_connection_with_or_without_prepared_statements(api, make_namespace, settings, prepared):
+    settings.COUNTERS = settings.COUNTERS | {"PREPARED_STATEMENTS": prepared}
+    namespace = make_namespace("eventual")
+    tok = token()
+    assert api.post(counter_url(namespace.name, "a", "add"), {"delta": 2}, format="json").status_code == 200
+    connection.close()  # the next request opens a connection that has prepared nothing yet
+    assert (
+        api.post(
+            counter_url(namespace.name, "a", "add"), {"delta": 3, "idempotency_token": tok}, format="json"
+        ).status_code
+        == 200
+    )
+    replay = api.post(counter_url(namespace.name, "a", "add"), {"delta": 3, "idempotency_token": tok}, format="json")
+    assert replay["Idempotent-Replayed"] == "true"
+    assert count_of(api, namespace, "a") == 5
