@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import dataclass
 
 import redis
@@ -48,14 +49,28 @@ def _eventual(namespace: Namespace, counter: str) -> Count:
     return Count(counter, count, checkpoint.last_rollup_ts)
 
 
+# When this process last queued a read trigger per (namespace, counter). A trigger due within
+# rollup_coalesce_ms coalesces with the next one anyway, so a hot counter read a thousand times a
+# second costs one Redis write per window, not one per read.
+_recent_triggers: dict[tuple[str, str], float] = {}
+_RECENT_TRIGGERS_MAX = 10_000
+
+
 def _trigger(namespace: Namespace, counter: str) -> None:
     """Reads keep counters converging. Only counters with a history are queued, so a client
     reading names that were never written cannot grow the backlog until writers get 429."""
+    now = time.monotonic()
+    last = _recent_triggers.get((namespace.name, counter))
+    if last is not None and now - last < namespace.rollup_coalesce_ms / 1000:
+        return
+    if len(_recent_triggers) >= _RECENT_TRIGGERS_MAX:
+        _recent_triggers.clear()
     # A read must not fail because the trigger could not be queued.
     try:
         pipeline.trigger_after_read(namespace, counter)
     except redis.RedisError:
-        pass
+        return
+    _recent_triggers[(namespace.name, counter)] = now
 
 
 def list_counts(namespace: Namespace, prefix: str, after: str | None, limit: int) -> list[Count]:

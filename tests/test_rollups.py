@@ -249,6 +249,22 @@ def test_reading_a_written_counter_queues_its_rollup(api, make_namespace, counte
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("coalesce_ms, queued_again", [(60_000, 0), (0, 1)])
+def test_reads_within_the_coalesce_window_queue_one_rollup(api, make_namespace, coalesce_ms, queued_again):
+    namespace = make_namespace("eventual", rollup_coalesce_ms=coalesce_ms)
+    api.post(counter_url(namespace.name, "hot", "add"), {"delta": 2}, format="json")
+    pipeline.rollup(namespace, ["hot"])
+    queues.purge(namespace.name)
+    assert api.get(counter_url(namespace.name, "hot")).json()["count"] == 2
+    assert sum(queues.depths(namespace.name).values()) == 1
+    queues.purge(namespace.name)  # as if a worker had claimed and rolled it up
+    for _ in range(3):
+        assert api.get(counter_url(namespace.name, "hot")).json()["count"] == 2
+    # Within the window the queued trigger would have coalesced anyway; past it reads queue again.
+    assert sum(queues.depths(namespace.name).values()) == queued_again
+
+
+@pytest.mark.django_db(transaction=True)
 def test_dispatch_sends_one_drain_per_queue_until_that_drain_has_run(make_namespace, monkeypatch):
     namespace = make_namespace(rollup_num_queues=1)
     queues.trigger(namespace.name, 1, ["a", "b"], queues.now_ms())
