@@ -72,9 +72,13 @@ function request()
   error("unknown BENCH_KIND " .. tostring(kind))
 end
 
+-- Paced runs: each connection waits a random time (mean delay_ms, exponential) before each
+-- request, so requests arrive as independent events (Poisson) rather than the connections
+-- firing together after equal pauses, which made every request of a round queue behind the others.
 if delay_ms > 0 then
+  math.randomseed(os.time() + thread_id)
   function delay()
-    return delay_ms
+    return math.floor(-delay_ms * math.log(1 - math.random()))
   end
 end
 
