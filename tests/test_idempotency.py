@@ -294,3 +294,25 @@ def test_writes_survive_a_new_connection_with_or_without_prepared_statements(api
     replay = api.post(counter_url(namespace.name, "a", "add"), {"delta": 3, "idempotency_token": tok}, format="json")
     assert replay["Idempotent-Replayed"] == "true"
     assert count_of(api, namespace, "a") == 5
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("counter_type", ["eventual", "accurate"])
+def test_non_ascii_counters_and_tokens_replay_their_first_response(api, make_namespace, counter_type):
+    namespace = make_namespace(counter_type)
+    name, tok = 'café-😀-\\"quoted\\"', token("jeton-é-😀")
+    url = counter_url(namespace.name, name, "add")
+    first = api.post(url, {"delta": 9223372036854775807, "idempotency_token": tok}, format="json")
+    retry = api.post(url, {"delta": 9223372036854775807, "idempotency_token": tok}, format="json")
+    assert (first.status_code, retry.status_code, retry["Idempotent-Replayed"]) == (200, 200, "true")
+    assert (
+        retry.json()
+        == first.json()
+        == {
+            "namespace": namespace.name,
+            "counter": name,
+            "delta": 9223372036854775807,
+            "applied": True,
+        }
+    )
+    assert count_of(api, namespace, name) == 9223372036854775807
