@@ -34,7 +34,7 @@ from counterproject import metrics
 from counterproject.redis_client import get_redis
 from counters import partitions
 from counters.models import Namespace
-from rollups import cache
+from rollups import cache, pipeline
 from rollups.models import Checkpoint
 
 logger = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ def _recount(namespace: str, counter: str, repair: bool, floor: dt.datetime | No
         return AuditResult(namespace, counter, NOT_FOUND)
     stored, until = int(checkpoint.last_rollup_count), checkpoint.last_rollup_ts
     result = AuditResult(namespace, counter, UNVERIFIABLE, stored=stored, rollup_ts=until)
-    with connection.cursor() as cursor:
+    with pipeline.appending_no_events(), connection.cursor() as cursor:
         cursor.execute(_RECOUNT, {"namespace": namespace, "counter": counter, "until": until})
         recounted, has_clear = cursor.fetchone()
     complete = checkpoint.first_event_ts is not None and floor is not None and checkpoint.first_event_ts >= floor

@@ -9,7 +9,8 @@ Correctness rests on three rules:
    oldest transaction still open. An event's ``event_time`` is its transaction's start (``now()``),
    so every event that can still commit lies after ``until``: a closed window never changes.
    ``until`` is read in its own statement *before* the fold's snapshot, so a transaction that
-   commits in between is visible to the fold.
+   commits in between is visible to the fold. Transactions marked by ``appending_no_events`` (the
+   stale sweep, audits) are not waited for: they never append an event, however long they read.
 2. Monotonic compare-and-set. A checkpoint is computed from the checkpoint it read plus the window
    after it, so it is exact for its ``until`` whoever else runs; it is written only if its ``until``
    is newer than the stored one. Two workers, a redelivered task or an old deploy are harmless.
@@ -21,10 +22,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 
 from counterproject.redis_client import get_redis
 from counters.models import Namespace
@@ -102,8 +104,30 @@ _CLOSED_UNTIL = """
 SELECT statement_timestamp() - make_interval(secs => %s),
        (SELECT min(xact_start) - interval '1 microsecond' FROM pg_stat_activity
         WHERE datname = current_database() AND pid <> pg_backend_pid()
-          AND backend_type = 'client backend' AND xact_start IS NOT NULL)
+          AND backend_type = 'client backend' AND xact_start IS NOT NULL
+          AND application_name IS DISTINCT FROM %s)
 """
+
+# application_name of a transaction that appends no events (``appending_no_events``).
+NO_EVENTS_APPLICATION = "counters-no-events"
+
+
+@contextmanager
+def appending_no_events():
+    """Run the enclosed queries in a transaction that rollups do not wait for (rule 1).
+
+    Only for code that never appends an event: a rollup may close its window after this
+    transaction's start. A long read of the event log (the stale sweep over a busy namespace
+    took over a minute in the benchmark) would otherwise hold every rollup back meanwhile. Inside
+    an enclosing transaction nothing is marked, since that transaction may append events.
+    """
+    if connection.in_atomic_block:
+        yield
+        return
+    with transaction.atomic(), connection.cursor() as cursor:
+        # SET LOCAL: the mark ends with this transaction, whatever the connection runs next.
+        cursor.execute("SET LOCAL application_name = %s", [NO_EVENTS_APPLICATION])
+        yield
 
 
 def closed_until(accept_limit_seconds: float) -> dt.datetime:
@@ -111,7 +135,7 @@ def closed_until(accept_limit_seconds: float) -> dt.datetime:
     with connection.cursor() as cursor:
         # Statistics views are snapshotted once per transaction; a fresh look is the point here.
         cursor.execute("SELECT pg_stat_clear_snapshot()")
-        cursor.execute(_CLOSED_UNTIL, [accept_limit_seconds])
+        cursor.execute(_CLOSED_UNTIL, [accept_limit_seconds, NO_EVENTS_APPLICATION])
         by_clock, by_open_transactions = cursor.fetchone()
     return min(by_clock, by_open_transactions) if by_open_transactions else by_clock
 
@@ -272,13 +296,24 @@ def trigger_after_read(namespace: Namespace, counter: str) -> None:
     )
 
 
+# Counters first (one aggregate over the window, whatever the planner believes of its size: with
+# statistics not yet updated after a burst of writes, a join of events to checkpoints became a
+# nested loop of 300 million comparisons), then their checkpoints, then per unrolled counter the
+# oldest event no checkpoint covers (one index probe).
 _UNROLLED = """
-SELECT e.counter, min(e.event_time)
-FROM counters_event e
-LEFT JOIN rollups_checkpoint c ON c.namespace = e.namespace AND c.counter = e.counter
-WHERE e.namespace = %(namespace)s AND e.event_time > %(since)s AND e.event_time <= %(until)s
-  AND (c.last_rollup_ts IS NULL OR e.event_time > c.last_rollup_ts)
-GROUP BY e.counter
+WITH newest AS (
+    SELECT e.counter, max(e.event_time) AS event_time
+    FROM counters_event e
+    WHERE e.namespace = %(namespace)s AND e.event_time > %(since)s AND e.event_time <= %(until)s
+    GROUP BY e.counter
+)
+SELECT n.counter,
+       (SELECT min(e.event_time) FROM counters_event e
+        WHERE e.namespace = %(namespace)s AND e.counter = n.counter AND e.event_time <= %(until)s
+          AND e.event_time > GREATEST(%(since)s, COALESCE(c.last_rollup_ts, '-infinity')))
+FROM newest n
+LEFT JOIN rollups_checkpoint c ON c.namespace = %(namespace)s AND c.counter = n.counter
+WHERE c.last_rollup_ts IS NULL OR n.event_time > c.last_rollup_ts
 """
 
 
@@ -311,7 +346,7 @@ def _sweep_namespace(namespace: Namespace, stale_after_seconds: float) -> int:
     until = closed_until(max(namespace.accept_limit_seconds, stale_after_seconds))
     if until <= state.swept_until:
         return 0
-    with connection.cursor() as cursor:
+    with appending_no_events(), connection.cursor() as cursor:
         cursor.execute(_UNROLLED, {"namespace": namespace.name, "since": state.swept_until, "until": until})
         rows = cursor.fetchall()
     if rows:

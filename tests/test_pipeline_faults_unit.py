@@ -15,9 +15,9 @@ from django.test import override_settings
 from counterproject import metrics
 from counterproject.redis_client import get_redis
 from counters import partitions
-from counters.models import IdempotencyToken
+from counters.models import Event, IdempotencyToken
 from rollups import audit, backpressure, cache, pipeline, queues, retention
-from rollups.models import Checkpoint
+from rollups.models import Checkpoint, SweepState
 from tests.conftest import counter_url, token
 
 COUNTERS_OVERRIDE = {"BATCH_SIZE_MIN": 4, "BATCH_SIZE_MAX": 64, "BATCH_TARGET_SECONDS": 0.2}
@@ -172,6 +172,30 @@ def test_a_long_accept_limit_in_one_namespace_does_not_delay_the_sweep_of_anothe
     drain_everything(fast)
     assert checkpoint_counts(fast) == {"f": 4}
     assert checkpoint_counts(slow) == {}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_sweep_re_enqueues_only_counters_with_events_newer_than_their_checkpoint(api, make_namespace):
+    namespace = make_namespace(accept_limit_seconds=0)
+    add(api, namespace, "a", 1)
+    add(api, namespace, "b", 2)
+    pipeline.rollup(namespace, ["a", "b"])
+    add(api, namespace, "a", 3)
+    add(api, namespace, "c", 4)
+    get_redis().flushdb()  # this test database only
+    assert pipeline.sweep_stale(0).stale == 2
+    queued = {
+        member
+        for index in range(queues.MAX_QUEUES)
+        for member in get_redis().zrange(queues.queue_key(namespace.name, index), 0, -1)
+    }
+    assert queued == {"a", "c"}
+    # The watermark stops just before the oldest event still unfolded ("a"'s second add).
+    first_unfolded = Event.objects.filter(namespace=namespace.name, counter="a").order_by("-event_time")[0].event_time
+    assert SweepState.objects.get(namespace=namespace.name).swept_until == first_unfolded - dt.timedelta(microseconds=1)
+    drain_everything(namespace)
+    assert checkpoint_counts(namespace) == {"a": 4, "b": 2, "c": 4}
+    assert pipeline.sweep_stale(0).stale == 0
 
 
 # -- retention -------------------------------------------------------------------------------

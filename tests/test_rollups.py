@@ -277,3 +277,33 @@ def test_dispatch_sends_one_drain_per_queue_until_that_drain_has_run(make_namesp
     queues.trigger(namespace.name, 1, ["c"], queues.now_ms())
     assert tasks.dispatch() == 1
     assert sent == [(namespace.name, 0), (namespace.name, 0)]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("marked, folded", [(True, 1), (False, 0)])
+def test_rollups_wait_for_open_transactions_but_not_for_readers_marked_appending_no_events(
+    make_namespace, marked, folded
+):
+    namespace = make_namespace("eventual", accept_limit_seconds=0)
+    reading, release = threading.Event(), threading.Event()
+
+    def long_reader() -> None:
+        try:
+            with pipeline.appending_no_events() if marked else transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute("SELECT count(*) FROM counters_event")
+                reading.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    reader = threading.Thread(target=long_reader)
+    reader.start()
+    try:
+        assert reading.wait(5)
+        add(namespace, "a", 5)
+        result = pipeline.rollup(namespace, ["a"])
+    finally:
+        release.set()
+        reader.join()
+    # An unmarked transaction may still append events stamped with its start: the window stays open.
+    assert (result.events, result.pending) == (folded, 1 - folded)
