@@ -10,7 +10,7 @@ import redis
 
 from counters import besteffort
 from counters.models import CounterType, Namespace
-from rollups import cache, pipeline
+from rollups import cache, pipeline, tails
 from rollups.models import Checkpoint
 
 
@@ -26,10 +26,10 @@ def get_count(namespace: Namespace, counter: str) -> Count:
     if namespace.counter_type == CounterType.BEST_EFFORT:
         return Count(counter, besteffort.get(namespace.name, counter), None)
     if namespace.counter_type == CounterType.ACCURATE:
-        live = pipeline.live_counts(namespace, [counter])
-        if counter in live.with_tail:
+        live = tails.accurate_count(namespace, counter)
+        if live.has_tail:
             _trigger(namespace, counter)
-        return Count(counter, live.counts[counter], live.as_of)
+        return Count(counter, live.count, live.as_of)
     return _eventual(namespace, counter)
 
 

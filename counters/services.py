@@ -26,7 +26,7 @@ from counters.exceptions import (
     Unprocessable,
 )
 from counters.models import EventKind, IdempotencyToken, Namespace
-from rollups import backpressure, cache, pipeline, queues
+from rollups import backpressure, cache, pipeline, queues, tails
 
 logger = logging.getLogger(__name__)
 
@@ -476,6 +476,7 @@ def _purge(name: str, chunk: int = 5000) -> None:
         queues.purge(name)
         pipeline.purge(name)
         cache.purge(name)
+        tails.purge(name)
         besteffort.purge(name)
     except redis.RedisError as error:
         raise Unavailable("Redis is unavailable; the namespace is gone but its cache may linger.") from error

@@ -9,7 +9,7 @@ from django.db import connection
 
 from counterproject.redis_client import get_redis
 from counters.models import Event, IdempotencyToken, Namespace
-from rollups import pipeline, queues
+from rollups import pipeline, queues, tails
 from rollups.models import Checkpoint
 from tests.conftest import counter_url, error_of, rollup_all, token
 
@@ -180,9 +180,12 @@ def event_rows(namespace: str) -> int:
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("counter_type", ["eventual", "accurate"])
-def test_delete_removes_events_tokens_checkpoints_cache_and_queued_rollups(api, make_namespace, counter_type):
+def test_delete_removes_events_tokens_checkpoints_cache_and_queued_rollups(
+    api, make_namespace, counter_type, monkeypatch
+):
     # counters_event is not managed by Django, so transactional tests do not flush it: the names
     # are unique per test.
+    monkeypatch.setattr(tails, "REFRESH_EVENTS", 1)  # accurate reads of "c" leave a tail summary
     doomed = make_namespace(counter_type, name=f"doomed-{counter_type}")
     kept = make_namespace(counter_type, name=f"kept-{counter_type}")
     for namespace in (doomed, kept):
@@ -194,7 +197,9 @@ def test_delete_removes_events_tokens_checkpoints_cache_and_queued_rollups(api, 
         queues.trigger(namespace.name, namespace.rollup_num_queues, ["a"], 0)
         pipeline.drain(namespace, queues.queue_index("a", namespace.rollup_num_queues))
         api.post(counter_url(namespace.name, "c", "add"), {"delta": 1}, format="json")  # queued, not rolled up
+        assert api.get(counter_url(namespace.name, "c")).json()["count"] == (1 if counter_type == "accurate" else 0)
     assert event_rows(doomed.name) == 3
+    assert any(key.startswith("tail:") for key in redis_keys_of(doomed.name)) == (counter_type == "accurate")
     assert IdempotencyToken.objects.filter(namespace=doomed.name).count() == 2
     assert Checkpoint.objects.filter(namespace=doomed.name).count() == 2
     assert queues.depths(doomed.name)
