@@ -51,22 +51,25 @@ bounds AS (
     SELECT s.*, CASE WHEN s.summary_applies THEN %(summary_upto)s::timestamptz
                      ELSE COALESCE(s.from_ts, '-infinity') END AS since
     FROM start s
-),
-last_clear AS (
-    SELECT e.event_time, e.id FROM counters_event e, bounds b
+)
+SELECT b.from_ts, b.from_count, b.summary_applies, lc.id IS NOT NULL, agg.total, agg.events, statement_timestamp()
+FROM bounds b
+-- LATERAL, so that b.since bounds the index scans (as a join condition it only filtered them).
+LEFT JOIN LATERAL (
+    SELECT e.event_time, e.id FROM counters_event e
     WHERE e.namespace = %(namespace)s AND e.counter = %(counter)s AND e.kind = 1
       AND e.event_time > b.since AND e.event_time <= %(until)s
     ORDER BY e.event_time DESC, e.id DESC
     LIMIT 1
-)
-SELECT b.from_ts, b.from_count, b.summary_applies, lc.id IS NOT NULL,
-       COALESCE(sum(e.delta) FILTER (WHERE lc.id IS NULL OR (e.event_time, e.id) > (lc.event_time, lc.id)), 0),
-       count(e.id), statement_timestamp()
-FROM bounds b
-LEFT JOIN last_clear lc ON true
-LEFT JOIN counters_event e
-  ON e.namespace = %(namespace)s AND e.counter = %(counter)s AND e.event_time > b.since AND e.event_time <= %(until)s
-GROUP BY b.from_ts, b.from_count, b.summary_applies, b.since, lc.id, lc.event_time
+) lc ON true
+CROSS JOIN LATERAL (
+    SELECT COALESCE(sum(e.delta) FILTER (WHERE lc.id IS NULL OR (e.event_time, e.id) > (lc.event_time, lc.id)), 0)
+               AS total,
+           count(*) AS events
+    FROM counters_event e
+    WHERE e.namespace = %(namespace)s AND e.counter = %(counter)s AND e.event_time > b.since
+      AND e.event_time <= %(until)s
+) agg
 """
 
 # Moves a summary forward only: another one for the same checkpoint is kept when it reaches as far.
