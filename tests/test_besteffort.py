@@ -124,3 +124,12 @@ def test_tokens_are_remembered_for_the_idempotency_window(api, make_namespace):
     namespace = make_namespace("best_effort", idempotency_window_seconds=120)
     api.post(counter_url(namespace.name, "w", "add"), {"delta": 1, "idempotency_token": token("tw")}, format="json")
     assert 119 <= get_redis().ttl(besteffort.token_key(namespace.name, "w", "tw")) <= 120
+
+
+def test_adds_go_on_after_redis_forgets_its_scripts(api, make_namespace):
+    namespace = make_namespace("best_effort")
+    url = counter_url(namespace.name, "c", "add")
+    assert api.post(url, {"delta": 2}, format="json").status_code == 200
+    get_redis().script_flush()  # as after a Redis restart: EVALSHA answers NOSCRIPT
+    assert api.post(url, {"delta": 3}, format="json").json()["applied"] is True
+    assert api.get(counter_url(namespace.name, "c")).json()["count"] == 5
