@@ -48,6 +48,7 @@ def batch(*mutations) -> str:
 
 ADD = f"/api/v1/namespaces/{NS}/counters/hits/add"
 BATCH = f"/api/v1/namespaces/{NS}/batch"
+CLEAR = f"/api/v1/namespaces/{NS}/counters/hits/clear"
 NS_LIST = "/api/v1/namespaces"
 NS_DETAIL = f"/api/v1/namespaces/{NS}"
 GOOD = {"counter": "hits", "delta": 1}
@@ -194,6 +195,30 @@ CASES = [
         "invalid_token",
     ),
     ("token-nul", "post", ADD, raw_token(token="a\x00b"), {}, 400, "invalid_token"),
+    ("token-lone-surrogate", "post", ADD, raw_token(token="\ud800"), {}, 400, "invalid_token"),
+    (
+        "token-lone-surrogate-batch",
+        "post",
+        BATCH,
+        batch({**GOOD, "idempotency_token": token("x\udfff")}),
+        {},
+        400,
+        "invalid_token",
+    ),
+    (
+        "token-lone-surrogate-clear",
+        "post",
+        CLEAR,
+        json.dumps({"idempotency_token": token("\ud800")}),
+        {},
+        400,
+        "invalid_token",
+    ),
+    ("clear-body-null", "post", CLEAR, "null", {}, 400, "invalid_request"),
+    ("clear-body-empty-list", "post", CLEAR, "[]", {}, 400, "invalid_request"),
+    ("clear-body-zero", "post", CLEAR, "0", {}, 400, "invalid_request"),
+    ("clear-body-false", "post", CLEAR, "false", {}, 400, "invalid_request"),
+    ("clear-body-empty-string", "post", CLEAR, '""', {}, 400, "invalid_request"),
     (
         "delta-on-clear-batch",
         "post",

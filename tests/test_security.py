@@ -10,8 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import psycopg2
 import pytest
 from django.contrib.auth.models import User
+from django.db import connection
 from django.urls import get_resolver
 from django.utils import timezone
 from rest_framework.settings import api_settings
@@ -355,3 +357,21 @@ def test_a_host_outside_allowed_hosts_gets_the_envelope_on_api_paths(api, make_n
     assert error(response) == (400, "invalid_request")
     assert response["Content-Type"] == "application/json"
     assert Event.objects.count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("action", ["get", "add"])
+def test_a_connection_that_died_while_idle_is_replaced_without_failing_the_request(api, make_namespace, action):
+    # As after a PostgreSQL restart: no per-request health check, so the key lookup meets the
+    # dead connection and, being a read, is redone on a new one.
+    namespace = make_namespace("accurate")
+    assert api.post(counter_url(namespace.name, "c", "add"), {"delta": 2}, format="json").status_code == 200
+    with psycopg2.connect(**connection.get_connection_params()) as other, other.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [connection.connection.get_backend_pid()])
+        assert cursor.fetchone() == (True,)
+    if action == "add":
+        response = api.post(counter_url(namespace.name, "c", "add"), {"delta": 3}, format="json")
+        assert (response.status_code, response.json()["applied"]) == (200, True)
+    else:
+        assert api.get(counter_url(namespace.name, "c")).status_code == 200
+    assert api.get(counter_url(namespace.name, "c")).json()["count"] == (5 if action == "add" else 2)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from django.db import connection
+from django.db import InterfaceError, OperationalError, connection
 from django.db.models import Q
 from django.utils import timezone
 from rest_framework.authentication import BaseAuthentication
@@ -45,10 +45,19 @@ _LOOKUP = (
 
 
 def lookup(raw_key: str, namespace: str | None) -> tuple[ApiKey | None, Namespace | None]:
-    """The live key of ``raw_key`` and, when it exists, the namespace named ``namespace``."""
-    with connection.cursor() as cursor:
-        cursor.execute(_LOOKUP, [namespace, hash_key(raw_key)])
-        row = cursor.fetchone()
+    """The live key of ``raw_key`` and, when it exists, the namespace named ``namespace``.
+
+    The first query of every API request, so it is where a connection that died while idle
+    (PostgreSQL restarted; there is no per-request health check) shows: being a read, it is
+    redone once on a new connection instead of failing the request with 503.
+    """
+    try:
+        row = _fetch(raw_key, namespace)
+    except (InterfaceError, OperationalError):
+        if connection.in_atomic_block:
+            raise
+        connection.close()
+        row = _fetch(raw_key, namespace)
     if row is None:
         return None, None
     key = ApiKey.from_db(connection.alias, _KEY_FIELDS, row[: len(_KEY_COLUMNS)])
@@ -56,6 +65,12 @@ def lookup(raw_key: str, namespace: str | None) -> tuple[ApiKey | None, Namespac
     if namespace_row[0] is None:
         return key, None
     return key, Namespace.from_db(connection.alias, _NAMESPACE_FIELDS, namespace_row)
+
+
+def _fetch(raw_key: str, namespace: str | None) -> tuple | None:
+    with connection.cursor() as cursor:
+        cursor.execute(_LOOKUP, [namespace, hash_key(raw_key)])
+        return cursor.fetchone()
 
 
 class ApiKeyAuthentication(BaseAuthentication):

@@ -53,12 +53,18 @@ def _token(index: int | None, body: dict) -> services.Token | None:
     if not isinstance(raw, dict) or raw.keys() != _TOKEN_FIELDS:
         raise _fail(index, "idempotency_token", "Must be {token, generation_time}.", "invalid_token")
     value, generated = raw["token"], parse_time(raw["generation_time"])
-    # PostgreSQL text cannot hold NUL.
-    if not isinstance(value, str) or not 1 <= len(value) <= 255 or "\x00" in value:
+    if not isinstance(value, str) or not 1 <= len(value) <= 255:
         raise _fail(index, "idempotency_token", "token must be a string of 1 to 255 characters.", "invalid_token")
+    # PostgreSQL text cannot hold NUL, nor UTF-8 (PostgreSQL, Redis) a lone surrogate ("\ud800").
+    if "\x00" in value or _has_surrogate(value):
+        raise _fail(index, "idempotency_token", "token must not contain NUL or lone surrogates.", "invalid_token")
     if generated is None:
         raise _fail(index, "idempotency_token", "generation_time must be RFC 3339 with an offset.", "invalid_token")
     return services.Token(value, generated)
+
+
+def _has_surrogate(value: str) -> bool:
+    return not value.isascii() and any("\ud800" <= char <= "\udfff" for char in value)
 
 
 def parse_add(body: object) -> tuple[int, services.Token | None]:
@@ -70,8 +76,9 @@ def parse_add(body: object) -> tuple[int, services.Token | None]:
 
 
 def parse_clear(body: object) -> services.Token | None:
-    """The body's token of a clear (an empty body is an empty object)."""
-    return _token(None, _object(None, {} if body is None else body, _CLEAR_FIELDS))
+    """The body's token of a clear (DRF hands an empty body over as an empty object; JSON null,
+    a list or a scalar is not an object)."""
+    return _token(None, _object(None, body, _CLEAR_FIELDS))
 
 
 def parse_items(body: object) -> list:

@@ -258,7 +258,7 @@ class ClearView(ApiView):
     @extend_schema(operation_id="clearCount", request=s.ClearSerializer, responses=s.ClearResponseSerializer)
     def post(self, request: Request, ns: str, name: str) -> Response:
         namespace = self.namespace(ns)
-        body_token = batch.parse_clear(request.data or {})
+        body_token = batch.parse_clear(request.data)
         mutation = services.Mutation(name, "clear", 0, request_token(request, body_token))
         [outcome] = services.mutate(namespace, [mutation], "clear")
         return mutation_response(outcome)
