@@ -23,7 +23,7 @@ from counters.models import ApiKey, Namespace
 from rollups import pipeline, queues
 
 COUNTERS_API = "/api/v1/namespaces"
-# gunicorn_conf.py's default 2 processes x 8 threads: 16 connections keep every thread busy.
+# gunicorn_conf.py's default 4 processes x 4 threads: 16 connections keep every thread busy.
 CONNECTIONS = 16
 
 
