@@ -15,7 +15,7 @@ from django.db import DatabaseError, IntegrityError, OperationalError, connectio
 
 from counterproject import activity, metrics
 from counterproject.redis_client import get_redis
-from counters import besteffort, partitions
+from counters import besteffort, partitions, prepared
 from counters.exceptions import (
     IdempotencyInProgress,
     NamespaceBeingDeleted,
@@ -238,20 +238,7 @@ _WRITE_PARAMETERS = {
 
 
 def _prepared_write() -> str:
-    """``_WRITE`` as a statement PREPAREd on this connection (once per connection: planning was
-    half of its PostgreSQL CPU), or as plain SQL when prepared statements are turned off."""
-    if not settings.COUNTERS["PREPARED_STATEMENTS"]:
-        return _WRITE
-    connection.ensure_connection()
-    if getattr(connection, "counters_prepared_on", None) is not connection.connection:
-        body = _WRITE
-        for number, name in enumerate(_WRITE_PARAMETERS, start=1):
-            body = body.replace(f"%({name})s", f"${number}")
-        with connection.cursor() as cursor:
-            cursor.execute("DEALLOCATE ALL")
-            cursor.execute(f"PREPARE counters_write ({', '.join(_WRITE_PARAMETERS.values())}) AS {body}")
-        connection.counters_prepared_on = connection.connection
-    return "EXECUTE counters_write(" + ", ".join(f"%({name})s" for name in _WRITE_PARAMETERS) + ")"
+    return prepared.statement("counters_write", _WRITE, _WRITE_PARAMETERS)
 
 
 class _NotAtOnce(Exception):

@@ -23,6 +23,7 @@ import redis
 from django.db import connection
 
 from counterproject.redis_client import get_redis, unlink_matching
+from counters import prepared
 from counters.models import Namespace
 from rollups import pipeline
 
@@ -146,10 +147,19 @@ def _put(namespace: Namespace, counter: str, summary: Summary) -> None:
         pass  # the next long read refreshes it
 
 
+_FOLD_TAIL_PARAMETERS = {
+    "namespace": "text",
+    "counter": "text",
+    "summary_from": "timestamptz",
+    "summary_upto": "timestamptz",
+    "until": "timestamptz",
+}
+
+
 def _fold(namespace: Namespace, counter: str, summary: Summary | None, until: dt.datetime | str):
     with connection.cursor() as cursor:
         cursor.execute(
-            _FOLD_TAIL,
+            prepared.statement("counters_fold_tail", _FOLD_TAIL, _FOLD_TAIL_PARAMETERS),
             {
                 "namespace": namespace.name,
                 "counter": counter,
