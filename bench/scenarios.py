@@ -23,6 +23,7 @@ from counters.models import ApiKey, Namespace
 from rollups import pipeline, queues
 
 COUNTERS_API = "/api/v1/namespaces"
+FLOOR_SETTLE_SECONDS = 5
 # gunicorn_conf.py's default 4 processes x 4 threads: 16 connections keep every thread busy.
 CONNECTIONS = 16
 
@@ -120,18 +121,33 @@ def http_floor(bench: Bench) -> None:
     ]
     bench.wrk("get", ["/bench/noop"], seconds=1)
     bench.wrk("add", adds(eventual), seconds=1)
-    floor = bench.wrk("get", ["/bench/noop"])
-    half = floor.rate / 2
+    # The warm-up's rollups and the autovacuum of the bulk-loaded tails would otherwise share the
+    # cores with the floor's first run (it measured 850 req/s against 1,700 on a quiet server).
+    time.sleep(FLOOR_SETTLE_SECONDS)
+    floors = [bench.wrk("get", ["/bench/noop"]) for _ in range(2)]
+    half = max(run.rate for run in floors) / 2
     floor_paced = bench.wrk("get", ["/bench/noop"], rate=half, seconds=bench.paced_seconds)
-    results = {"floor": floor.as_dict(), "floor_at_half_rate": floor_paced.as_dict()}
-    bench.check(
-        "1 HTTP floor",
-        "no-op authenticated DRF endpoint",
-        f"{rate(floor.rate)}, p50 {ms(floor.p50_ms)}, p99 {ms(floor.p99_ms)}",
-        reference=f"at {rate(floor_paced.rate)}: p99 {ms(floor_paced.p99_ms)}",
-    )
+    measured = []
     for label, kind, paths in cases:
         full = bench.wrk(kind, paths)
+        paced = bench.wrk(kind, paths, rate=half, seconds=bench.paced_seconds) if full.rate >= half else None
+        measured.append((label, full, paced))
+    # Once more after the cases; every ratio is to the best of the three floor runs.
+    floors.append(bench.wrk("get", ["/bench/noop"]))
+    floor = max(floors, key=lambda run: run.rate)
+    results = {
+        "floor": floor.as_dict(),
+        "floor_runs": [run.as_dict() for run in floors],
+        "floor_at_half_rate": floor_paced.as_dict(),
+    }
+    bench.check(
+        "1 HTTP floor",
+        "no-op authenticated DRF endpoint (best of 3)",
+        f"{rate(floor.rate)}, p50 {ms(floor.p50_ms)}, p99 {ms(floor.p99_ms)}",
+        reference=f"runs {' / '.join(f'{run.rate:,.0f}' for run in floors)}; at {rate(floor_paced.rate)}: "
+        f"p99 {ms(floor_paced.p99_ms)}",
+    )
+    for label, full, paced in measured:
         entry = {"max": full.as_dict()}
         bench.check(
             "1 HTTP floor",
@@ -143,12 +159,11 @@ def http_floor(bench: Bench) -> None:
             met=full.rate >= 0.7 * floor.rate and not full.errors,
         )
         results[label] = entry
-        if full.rate < half:
+        if paced is None:
             bench.check(
                 "1 HTTP floor", f"  p99 at half floor ({rate(half)})", "max rate below it", target="<= 10 ms", met=False
             )
             continue
-        paced = bench.wrk(kind, paths, rate=half, seconds=bench.paced_seconds)
         entry["at_half_floor"] = paced.as_dict()
         bench.check(
             "1 HTTP floor",
