@@ -25,10 +25,14 @@ import pytest
 import redis
 import requests
 
+from tests.live import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
-WEB_PORT = 8110
-SHEDDING_WEB_PORT = 8111
+# Free ports picked when the suite loads: fixed ones (8110, 8111) let two runs on one machine
+# talk to each other's servers.
+WEB_PORT = free_port()
+SHEDDING_WEB_PORT = free_port()
 SWEEP_EVERY_SECONDS = 2
 ARTIFACT = ROOT / "artifacts" / "faults.json"
 
