@@ -13,6 +13,7 @@ from counterproject.redis_client import get_redis
 from counters import services
 from counters.models import Namespace
 from rollups import pipeline, tails
+from tests.conftest import in_threads
 
 
 def add(namespace: Namespace, counter: str, delta: int) -> None:
@@ -122,3 +123,42 @@ def test_random_histories_read_like_a_plain_sum(make_namespace, monkeypatch):
             assert tails.accurate_count(namespace, counter).count == expected[counter]
     for counter, count in expected.items():
         assert tails.accurate_count(namespace, counter).count == count
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_writers_readers_and_rollups_never_lose_an_add(make_namespace, monkeypatch):
+    # Summaries refreshed on every read race writers' transactions and rollups moving the
+    # checkpoint: with adds only, each reader must see a count that never goes down, and the end
+    # must be exact.
+    monkeypatch.setattr(tails, "REFRESH_EVENTS", 1)
+    namespace = make_namespace("accurate", accept_limit_seconds=0)
+    writes_per_writer, writers = 40, 3
+    done = threading.Event()
+
+    def work(i: int) -> list[int]:
+        if i < writers:
+            for _ in range(writes_per_writer):
+                add(namespace, "c", 1)
+            return []
+        seen: list[int] = []
+        while not done.is_set():
+            if i == writers:
+                pipeline.rollup(namespace, ["c"])
+            else:
+                seen.append(tails.accurate_count(namespace, "c").count)
+        return seen
+
+    def run(i: int) -> list[int]:
+        try:
+            return work(i)
+        finally:
+            if i < writers:
+                finished.append(i)
+                if len(finished) == writers:
+                    done.set()
+
+    finished: list[int] = []
+    results = in_threads(writers + 3, run)
+    for seen in results[writers + 1 :]:
+        assert seen == sorted(seen)
+    assert tails.accurate_count(namespace, "c").count == writers * writes_per_writer
