@@ -29,6 +29,10 @@ from rollups import pipeline
 
 # A read that summed at least this many events refreshes the summary (one more query, once).
 REFRESH_EVENTS = 500
+# A summary stops this long before now even when no transaction is open: PostgreSQL takes a
+# transaction's start time a moment before pg_stat_activity shows it, and an accept_limit is this
+# margin for rollups; here it costs only a second of events summed again by each read.
+SETTLE_SECONDS = 1.0
 TTL_SECONDS = 86400
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 # from_ts of a summary of a counter that has no checkpoint yet.
@@ -187,7 +191,7 @@ def accurate_count(namespace: Namespace, counter: str) -> TailCount:
 def _refresh(namespace: Namespace, counter: str, summary: Summary | None) -> None:
     # closed_until first, in its own statement: the fold's snapshot then sees every transaction
     # that started before it (rule 1 of rollups/pipeline.py).
-    until = pipeline.closed_until(0)
+    until = pipeline.closed_until(SETTLE_SECONDS)
     from_ts, _, applies, reset, total, _, _ = _fold(namespace, counter, summary, until)
     done = summary.segment if applies else Segment()
     if until <= (summary.upto if applies else from_ts or EPOCH):

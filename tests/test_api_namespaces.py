@@ -186,6 +186,7 @@ def test_delete_removes_events_tokens_checkpoints_cache_and_queued_rollups(
     # counters_event is not managed by Django, so transactional tests do not flush it: the names
     # are unique per test.
     monkeypatch.setattr(tails, "REFRESH_EVENTS", 1)  # accurate reads of "c" leave a tail summary
+    monkeypatch.setattr(tails, "SETTLE_SECONDS", 0)
     doomed = make_namespace(counter_type, name=f"doomed-{counter_type}")
     kept = make_namespace(counter_type, name=f"kept-{counter_type}")
     for namespace in (doomed, kept):

@@ -16,6 +16,13 @@ from rollups import pipeline, tails
 from tests.conftest import in_threads
 
 
+@pytest.fixture(autouse=True)
+def summaries_reach_the_present(monkeypatch):
+    # These tests write and read within milliseconds; without the settle margin their summaries
+    # cover the events they wrote, which is what they exercise.
+    monkeypatch.setattr(tails, "SETTLE_SECONDS", 0)
+
+
 def add(namespace: Namespace, counter: str, delta: int) -> None:
     services.mutate(namespace, [services.Mutation(counter, "add", delta, None)], "add")
 
@@ -162,3 +169,13 @@ def test_concurrent_writers_readers_and_rollups_never_lose_an_add(make_namespace
     for seen in results[writers + 1 :]:
         assert seen == sorted(seen)
     assert tails.accurate_count(namespace, "c").count == writers * writes_per_writer
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_summary_stops_short_of_the_last_second(make_namespace, monkeypatch):
+    monkeypatch.setattr(tails, "SETTLE_SECONDS", 3600)
+    namespace = make_namespace("accurate", accept_limit_seconds=3600)
+    add_many(namespace, "c", [1] * 600)
+    assert tails.accurate_count(namespace, "c").count == 600
+    assert tails._get(namespace, "c").segment == tails.Segment(False, 0)  # none of the tail is settled yet
+    assert tails.accurate_count(namespace, "c").summed == 600
