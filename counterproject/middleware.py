@@ -8,6 +8,8 @@ import re
 import time
 import uuid
 
+from django.db import connection
+
 from counterproject import activity, metrics
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -63,3 +65,23 @@ class RequestMetricsMiddleware:
         if response.status_code == 429 and match and "ns" in match.kwargs:
             activity.record(match.kwargs["ns"], activity.THROTTLED)
         return response
+
+
+class OperatorPagesReconnectMiddleware:
+    """Replaces a dead database connection before an admin or dashboard page uses it.
+
+    There is no per-request health check (settings.py: it cost every API request a round trip);
+    API requests reconnect in their key lookup. Operator pages are few, so they pay one
+    ``SELECT 1`` instead of failing once per stale connection after PostgreSQL restarts.
+    """
+
+    PREFIXES = ("/admin/", "/dashboard/")
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if request.path.startswith(self.PREFIXES) and connection.connection is not None:
+            if not connection.is_usable():
+                connection.close()
+        return self.get_response(request)

@@ -117,6 +117,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Serves the admin's and the dashboard's static files from gunicorn itself (no CDN, no proxy).
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "counterproject.middleware.OperatorPagesReconnectMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
+import psycopg2
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from counterproject import heartbeats
@@ -159,3 +161,12 @@ def test_reads_of_rolled_up_counters_add_no_lag_to_the_dashboard(admin_client, a
 
     assert data["backlog"] == 3
     assert data["lag_seconds"] == {"p50": None, "p99": None, "max": None, "sampled": 0, "never_rolled": 0}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("url", ["/dashboard/data", "/admin/counters/namespace/"])
+def test_operator_pages_replace_a_connection_that_died_while_idle(admin_client, url):
+    assert admin_client.get(url).status_code == 200
+    with psycopg2.connect(**connection.get_connection_params()) as other, other.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [connection.connection.get_backend_pid()])
+    assert admin_client.get(url).status_code == 200
