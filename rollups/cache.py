@@ -39,16 +39,21 @@ def key(namespace: str, counter: str) -> str:
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
-def _micros(ts: dt.datetime) -> int:
+def micros(ts: dt.datetime) -> int:
+    """Unix microseconds, as Redis values here hold times (PostgreSQL's own resolution)."""
     return (ts - EPOCH) // dt.timedelta(microseconds=1)
+
+
+def from_micros(value: int | str) -> dt.datetime:
+    return EPOCH + dt.timedelta(microseconds=int(value))
 
 
 def get(namespace: str, counter: str) -> CachedCheckpoint | None:
     value = get_redis().get(key(namespace, counter))
     if value is None:
         return None
-    count, micros = value.rsplit("|", 1)
-    return CachedCheckpoint(int(count), EPOCH + dt.timedelta(microseconds=int(micros)))
+    count, stamp = value.rsplit("|", 1)
+    return CachedCheckpoint(int(count), from_micros(stamp))
 
 
 def put_many(namespace: str, checkpoints: list[tuple[str, int, dt.datetime]]) -> None:
@@ -59,7 +64,7 @@ def put_many(namespace: str, checkpoints: list[tuple[str, int, dt.datetime]]) ->
     script = client.register_script(_SET_IF_NEWER)
     pipe = client.pipeline(transaction=False)
     for counter, count, rollup_ts in checkpoints:
-        script(keys=[key(namespace, counter)], args=[count, _micros(rollup_ts), CACHE_TTL_SECONDS], client=pipe)
+        script(keys=[key(namespace, counter)], args=[count, micros(rollup_ts), CACHE_TTL_SECONDS], client=pipe)
     pipe.execute()
 
 

@@ -195,7 +195,8 @@ class LiveCounts:
 
 
 def live_counts(namespace: Namespace, counters: list[str]) -> LiveCounts:
-    """Checkpoint plus every committed event after it, per counter (the accurate read)."""
+    """Checkpoint plus every committed event after it, per counter: accurate listings and
+    add_and_get (a single accurate GetCount reads through rollups/tails.py)."""
     with connection.cursor() as cursor:
         cursor.execute(_LIVE_COUNT, {"namespace": namespace.name, "counters": counters, "until": "infinity"})
         rows = cursor.fetchall()

@@ -25,7 +25,7 @@ from django.db import connection
 from counterproject.redis_client import get_redis, unlink_matching
 from counters import prepared
 from counters.models import Namespace
-from rollups import pipeline
+from rollups import cache, pipeline
 
 # A read that summed at least this many events refreshes the summary (one more query, once).
 REFRESH_EVENTS = 500
@@ -34,7 +34,6 @@ REFRESH_EVENTS = 500
 # margin for rollups; here it costs only a second of events summed again by each read.
 SETTLE_SECONDS = 1.0
 TTL_SECONDS = 86400
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 # from_ts of a summary of a counter that has no checkpoint yet.
 NO_CHECKPOINT = "-"
 
@@ -123,14 +122,6 @@ def key(namespace: Namespace, counter: str) -> str:
     return f"tail:{{{namespace.name}}}:{namespace.pk}:{counter}"
 
 
-def _micros(ts: dt.datetime) -> int:
-    return (ts - EPOCH) // dt.timedelta(microseconds=1)
-
-
-def _time(micros: str) -> dt.datetime:
-    return EPOCH + dt.timedelta(microseconds=int(micros))
-
-
 def _get(namespace: Namespace, counter: str) -> Summary | None:
     try:
         value = get_redis().get(key(namespace, counter))
@@ -139,14 +130,16 @@ def _get(namespace: Namespace, counter: str) -> Summary | None:
     if value is None:
         return None
     from_ts, upto, reset, total = value.split("|")
-    return Summary(None if from_ts == NO_CHECKPOINT else _time(from_ts), _time(upto), Segment(reset == "1", int(total)))
+    checkpoint = None if from_ts == NO_CHECKPOINT else cache.from_micros(from_ts)
+    return Summary(checkpoint, cache.from_micros(upto), Segment(reset == "1", int(total)))
 
 
 def _put(namespace: Namespace, counter: str, summary: Summary) -> None:
-    from_ts = NO_CHECKPOINT if summary.from_ts is None else str(_micros(summary.from_ts))
-    args = [from_ts, _micros(summary.upto), int(summary.segment.reset), summary.segment.sum, TTL_SECONDS]
+    from_ts = NO_CHECKPOINT if summary.from_ts is None else str(cache.micros(summary.from_ts))
+    args = [from_ts, cache.micros(summary.upto), int(summary.segment.reset), summary.segment.sum, TTL_SECONDS]
     try:
-        get_redis().eval(_PUT_IF_FURTHER, 1, key(namespace, counter), *args)
+        client = get_redis()
+        client.register_script(_PUT_IF_FURTHER)(keys=[key(namespace, counter)], args=args, client=client)
     except redis.RedisError:
         pass  # the next long read refreshes it
 
@@ -180,8 +173,7 @@ def accurate_count(namespace: Namespace, counter: str) -> TailCount:
     belongs to the current checkpoint; refreshes the summary after a read of a long tail."""
     summary = _get(namespace, counter)
     _, from_count, applies, reset, total, events, as_of = _fold(namespace, counter, summary, "infinity")
-    done = summary.segment if applies else Segment()
-    segment = done.then(Segment(reset, int(total)))
+    segment = _past_checkpoint(summary, applies, reset, total)
     count = (0 if segment.reset else int(from_count)) + segment.sum
     if events >= REFRESH_EVENTS:
         _refresh(namespace, counter, summary)
@@ -193,10 +185,16 @@ def _refresh(namespace: Namespace, counter: str, summary: Summary | None) -> Non
     # that started before it (rule 1 of rollups/pipeline.py).
     until = pipeline.closed_until(SETTLE_SECONDS)
     from_ts, _, applies, reset, total, _, _ = _fold(namespace, counter, summary, until)
-    done = summary.segment if applies else Segment()
-    if until <= (summary.upto if applies else from_ts or EPOCH):
+    if until <= (summary.upto if applies else from_ts or cache.EPOCH):
         return
-    _put(namespace, counter, Summary(from_ts, until, done.then(Segment(reset, int(total)))))
+    _put(namespace, counter, Summary(from_ts, until, _past_checkpoint(summary, applies, reset, total)))
+
+
+def _past_checkpoint(summary: Summary | None, applies: bool, reset: bool, total) -> Segment:
+    """The fold of everything after the checkpoint: the summary when it applied, then the events
+    the query summed after it."""
+    done = summary.segment if applies else Segment()
+    return done.then(Segment(reset, int(total)))
 
 
 def purge(namespace: str) -> None:
