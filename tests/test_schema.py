@@ -59,8 +59,11 @@ def test_live_service_conforms_to_its_schema(live_service, make_namespace, tmp_p
             "20261203",
             "--phases",
             "examples,coverage,fuzzing",
+            # One worker: with two threads, hypothesis's ast.parse calls raced inside CPython 3.11
+            # ("SystemError: AST constructor recursion depth mismatch", 3 of 14 suite runs here), failing
+            # the run on a generator error while every case passed.
             "--workers",
-            "2",
+            "1",
             "--header",
             f"Authorization: Bearer {live_service.key}",
             "--report",
